@@ -1,0 +1,41 @@
+"""Every error kzoo raises on purpose. Each message names the entry, the file and the next step."""
+
+
+class KzooError(Exception):
+    """Base class of all kzoo errors."""
+
+
+class RegistryError(KzooError):
+    """The weight registry (or a user registry file) is malformed."""
+
+
+class UnknownModel(KzooError, ValueError):
+    """No builder is registered under this name."""
+
+
+class UnknownWeights(KzooError, ValueError):
+    """No registry entry matches the requested model / tag / variant."""
+
+
+class WeightsNotFound(KzooError, FileNotFoundError):
+    """No source could provide the file (offline, or every source failed)."""
+
+
+class HashMismatch(KzooError):
+    """Bytes did not match the pinned hash."""
+
+
+class DownloadError(KzooError):
+    """A source failed for a reason other than a hash mismatch."""
+
+
+class IncompatibleWeights(KzooError, ValueError):
+    """A weight file does not fit the model (missing, unexpected or wrongly shaped weights)."""
+
+
+class ConversionError(KzooError):
+    """A checkpoint could not be converted into Keras weights."""
+
+
+class UnsafeArchive(ConversionError):
+    """An archive member would escape its folder, is a link out, or exceeds the size limits."""
