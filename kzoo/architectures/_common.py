@@ -19,12 +19,28 @@ def is_weights_path(weights) -> bool:
     return isinstance(weights, (str, os.PathLike)) and os.path.exists(os.fspath(weights))
 
 
+WEIGHTS_ERROR = (
+    "The `weights` argument should be either "
+    "`None` (random initialization), 'imagenet' "
+    "(pre-training on ImageNet), "
+    "or the path to the weights file to be loaded.  Received: "
+    "weights={weights}"
+)
+CLASSES_ERROR = (
+    "If using `weights='{weights}'` with `include_top=True`, "
+    "`classes` should be {num_classes}.  "
+    "Received classes={classes}"
+)
+
+
 def validate_weights(weights, model_name: str, include_top: bool, classes: int, num_classes: int = 1000,
-                     **variant):
+                     *, weights_error: str = WEIGHTS_ERROR, classes_error: str = CLASSES_ERROR, **variant):
     """Keras' checks on ``weights`` and ``classes``, extended to registry tags.
 
     Returns True when ``weights`` names pretrained weights (a tag), so the input shape rules for
     pretrained weights apply, as Keras applies them for ``"imagenet"``.
+    Families whose Keras module words these errors differently pass their own templates
+    (``str.format`` fields: ``weights``, ``classes``, ``num_classes``).
     """
     if weights is None or is_weights_path(weights):
         return False
@@ -32,19 +48,9 @@ def validate_weights(weights, model_name: str, include_top: bool, classes: int, 
         from kzoo import registry
 
         if not isinstance(weights, str) or not registry.has_weights(model_name, weights, include_top, **variant):
-            raise ValueError(
-                "The `weights` argument should be either "
-                "`None` (random initialization), 'imagenet' "
-                "(pre-training on ImageNet), "
-                "or the path to the weights file to be loaded.  Received: "
-                f"weights={weights}"
-            )
+            raise ValueError(weights_error.format(weights=weights))
     if include_top and classes != num_classes:
-        raise ValueError(
-            f"If using `weights='{weights}'` with `include_top=True`, "
-            f"`classes` should be {num_classes}.  "
-            f"Received classes={classes}"
-        )
+        raise ValueError(classes_error.format(weights=weights, classes=classes, num_classes=num_classes))
     return True
 
 
@@ -122,7 +128,8 @@ def validate_activation(classifier_activation, weights):
             "Only `None` and `softmax` activations are allowed "
             "for the `classifier_activation` argument when using "
             "pretrained weights, with `include_top=True`; Received: "
-            f"classifier_activation={classifier_activation}"
+            # Keras prints the resolved activation (a function), not the argument.
+            f"classifier_activation={activation}"
         )
 
 
