@@ -142,6 +142,19 @@ def pooling_head(x, pooling, avg_name="avg_pool", max_name="max_pool"):
     return x
 
 
+def correct_pad(x, kernel_size):
+    """Zero padding that makes a stride-2 VALID conv sample like TF's SAME (keras.applications' rule).
+
+    Odd spatial sizes get the same padding on both sides; even (or unknown) ones one row/column less
+    at the top/left.
+    """
+    spatial = x.shape[2:4] if keras.config.image_data_format() == "channels_first" else x.shape[1:3]
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    odd_h = spatial[0] is not None and spatial[0] % 2 == 1
+    odd_w = spatial[1] is not None and spatial[1] % 2 == 1
+    return ((kh // 2 - (0 if odd_h else 1), kh // 2), (kw // 2 - (0 if odd_w else 1), kw // 2))
+
+
 def bn_axis() -> int:
     return 1 if keras.config.image_data_format() == "channels_first" else -1
 
