@@ -1,0 +1,116 @@
+"""ResNet v1 as TF-slim builds it (``resnet_v1_50/101/152``), for the slim / TI-ONE checkpoints.
+
+This is not Keras' ``ResNet50``: the weight shapes agree, the computation does not. Slim
+- puts the stride 2 of blocks 1-3 in the 3x3 ``conv2`` of the *last* unit of the block (Keras: in
+  the 1x1 convs of the first unit of the next stage), so its identity shortcut is subsampled by a
+  1x1/2 max-pool;
+- pads a strided 3x3 explicitly by 1 on each side and convolves VALID (``conv2d_same``);
+- max-pools ``pool1`` 3x3/2 with ``padding='same'`` (Keras: zero-pad 1, then VALID);
+- has no conv biases and BN eps 1e-5 with gamma.
+
+Layer names follow the slim scopes: ``resnet_v1_50/block1/unit_1/bottleneck_v1/conv1/weights``
+-> ``block1_unit1_bottleneck_v1_conv1`` (BN: ``..._conv1_bn``); ``conv1`` / ``conv1_bn`` for the
+stem; slim's 1x1-conv ``logits`` -> the Dense ``predictions``. Input: RGB minus the ImageNet means
+(``preprocess_input``), as slim's vgg preprocessing feeds it.
+"""
+
+from __future__ import annotations
+
+from keras import layers
+
+from kzoo.architectures import _common, _slim
+from kzoo.models import register_model
+
+__all__ = ["ResNetV1_50", "ResNetV1_101", "ResNetV1_152"]
+
+BN_EPSILON = 1e-5
+
+# Units per block; block b has bottleneck depth 64 * 2**(b-1), output 4x that, stride 2 in its
+# last unit except block4.
+UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+BLOCK_STRIDES = (2, 2, 2, 1)
+
+
+def _conv_bn(x, filters, kernel_size, name, strides=1, padding="same", activation="relu"):
+    return _slim.conv_bn(x, filters, kernel_size, name, strides=strides, padding=padding,
+                         epsilon=BN_EPSILON, scale=True, activation=activation)
+
+
+def bottleneck_v1(x, depth_bottleneck, stride, name):
+    """One slim ``bottleneck_v1`` unit; ``name`` is its Keras prefix, e.g. ``block1_unit3``."""
+    prefix = f"{name}_bottleneck_v1"
+    depth = 4 * depth_bottleneck
+    if x.shape[_common.bn_axis()] == depth:
+        # Identity shortcut; slim's subsample is a 1x1 max-pool with the unit's stride.
+        shortcut = x if stride == 1 else layers.MaxPooling2D(1, strides=stride, name=f"{prefix}_shortcut_pool")(x)
+    else:
+        shortcut = _conv_bn(x, depth, 1, f"{prefix}_shortcut", strides=stride, activation=None)
+
+    residual = _conv_bn(x, depth_bottleneck, 1, f"{prefix}_conv1")
+    if stride == 1:
+        residual = _conv_bn(residual, depth_bottleneck, 3, f"{prefix}_conv2")
+    else:
+        # conv2d_same: symmetric explicit padding, then VALID (differs from 'same' on even sizes).
+        residual = layers.ZeroPadding2D(1, name=f"{prefix}_conv2_pad")(residual)
+        residual = _conv_bn(residual, depth_bottleneck, 3, f"{prefix}_conv2", strides=stride, padding="valid")
+    residual = _conv_bn(residual, depth, 1, f"{prefix}_conv3", activation=None)
+
+    x = layers.Add(name=f"{name}_add")([shortcut, residual])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def resnet_v1_block(x, block, depth_bottleneck, units, stride):
+    for unit in range(1, units + 1):
+        x = bottleneck_v1(x, depth_bottleneck, stride if unit == units else 1, f"block{block}_unit{unit}")
+    return x
+
+
+def ResNetV1(
+    depth,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+):
+    """Slim ResNet v1 with ``depth`` in {50, 101, 152}; Keras-applications arguments."""
+    if depth not in UNITS:
+        raise ValueError(f"ResNetV1 depth must be one of {sorted(UNITS)}; received depth={depth}")
+    canonical_name = f"resnet_v1_{depth}"
+    input_shape = _slim.check_arguments(
+        canonical_name, weights=weights, include_top=include_top, input_shape=input_shape, classes=classes,
+        classifier_activation=classifier_activation, default_size=224, min_size=32)
+    img_input = _common.make_input(input_tensor, input_shape)
+
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(img_input)
+    x = _conv_bn(x, 64, 7, "conv1", strides=2, padding="valid")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    for block, (units, stride) in enumerate(zip(UNITS[depth], BLOCK_STRIDES), start=1):
+        x = resnet_v1_block(x, block, 64 * 2 ** (block - 1), units, stride)
+
+    x = _slim.classifier(x, include_top, pooling, classes, classifier_activation)
+    return _slim.finish(input_tensor, img_input, x, name or canonical_name, canonical_name, weights, include_top)
+
+
+def _variant(depth):
+    def builder(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                classifier_activation="softmax", name=None):
+        return ResNetV1(depth, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                        input_shape=input_shape, pooling=pooling, classes=classes,
+                        classifier_activation=classifier_activation, name=name)
+
+    builder.__name__ = builder.__qualname__ = f"ResNetV1_{depth}"
+    builder.__doc__ = f"Slim ResNet v1 {depth} (``resnet_v1_{depth}``). See the module docstring."
+    builder.__module__ = __name__
+    return register_model(f"resnet_v1_{depth}")(builder)
+
+
+ResNetV1_50 = _variant(50)
+ResNetV1_101 = _variant(101)
+ResNetV1_152 = _variant(152)
+
+preprocess_input = _slim.preprocess_vgg_rgb
+decode_predictions = _slim.decode_predictions
