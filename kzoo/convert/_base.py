@@ -209,13 +209,38 @@ def flip_input_channels(array: np.ndarray) -> np.ndarray:
     return array[:, :, ::-1, :].copy()
 
 
+def graph_order(model) -> list:
+    """The model's layers in the order a builder writes them: depth-first from the outputs,
+    each layer's inputs visited in input order (so a block's branches come out branch 0, 1, 2...).
+
+    ``model.layers`` is *not* that order for branchy nets: Keras sorts a functional graph by depth,
+    interleaving the branches of an Inception block.
+    """
+    seen, ordered = set(), []
+    stack = [(tensor, False) for tensor in reversed(model.outputs)]
+    while stack:
+        tensor, expanded = stack.pop()
+        layer, node_index, _ = tensor._keras_history
+        if expanded:
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                ordered.append(layer)
+            continue
+        if id(layer) in seen:
+            continue
+        stack.append((tensor, True))
+        inputs = layer._inbound_nodes[node_index].input_tensors
+        stack.extend((t, False) for t in reversed(inputs))
+    return ordered
+
+
 def layers_of_type(model, *class_names: str) -> list:
-    """The model's layers of the given Keras class names, in creation order.
+    """The model's layers of the given Keras class names, in :func:`graph_order`.
 
     For builders whose layers have automatic names (Keras' InceptionV3: ``conv2d_17``), rules
-    pair slim scopes with layers by order, never by the auto-name suffix.
+    pair slim scopes with layers by this order, never by the auto-name suffix.
     """
-    return [layer for layer in model.layers if type(layer).__name__ in class_names]
+    return [layer for layer in graph_order(model) if type(layer).__name__ in class_names]
 
 
 # ---------------------------------------------------------------------------------------------
