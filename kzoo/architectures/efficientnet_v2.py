@@ -1,0 +1,283 @@
+"""EfficientNetV2 B0-B3, S, M, L (Tan & Le, 2021), weight-compatible with ``keras.applications.efficientnet_v2``.
+
+Each variant is a row of ``VARIANTS`` (width / depth coefficient, default size, which stage table);
+the stage tables are ``STAGES``. Stages whose ``fused`` flag is set use Fused-MBConv blocks (one full
+3x3 conv instead of expand 1x1 + depthwise), the others MBConv blocks. Layer names, weighted-layer
+order and weight shapes are those of keras.applications.
+
+``include_preprocessing=True`` puts the input scaling in the model, as Keras does: the B variants use
+EfficientNet V1's ImageNet mean / std (``Rescaling(1/255)`` + a ``Normalization`` with fixed, weightless
+statistics), S / M / L map [0, 255] to [-1, 1]. Keras decides this from the model *name*; kzoo from the
+variant (the two agree for every name Keras accepts: Keras looks its stage table up by name, so another
+``name=`` fails there with a KeyError, while kzoo accepts any name).
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import layers
+from keras.models import Model
+
+from kzoo.architectures._common import (
+    bn_axis,
+    load_model_weights,
+    make_input,
+    model_inputs,
+    obtain_input_shape,
+    validate_activation,
+    validate_weights,
+)
+from kzoo.models import register_model
+
+__all__ = ["EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3",
+           "EfficientNetV2S", "EfficientNetV2M", "EfficientNetV2L"]
+
+# One stage per row: kernel, repeats, filters_in, filters_out, expand_ratio, se_ratio, strides, fused.
+_B_STAGES = (
+    (3, 1, 32, 16, 1, 0, 1, True),
+    (3, 2, 16, 32, 4, 0, 2, True),
+    (3, 2, 32, 48, 4, 0, 2, True),
+    (3, 3, 48, 96, 4, 0.25, 2, False),
+    (3, 5, 96, 112, 6, 0.25, 1, False),
+    (3, 8, 112, 192, 6, 0.25, 2, False),
+)
+STAGES = {
+    "b": _B_STAGES,
+    "s": (
+        (3, 2, 24, 24, 1, 0, 1, True),
+        (3, 4, 24, 48, 4, 0, 2, True),
+        (3, 4, 48, 64, 4, 0, 2, True),
+        (3, 6, 64, 128, 4, 0.25, 2, False),
+        (3, 9, 128, 160, 6, 0.25, 1, False),
+        (3, 15, 160, 256, 6, 0.25, 2, False),
+    ),
+    "m": (
+        (3, 3, 24, 24, 1, 0, 1, True),
+        (3, 5, 24, 48, 4, 0, 2, True),
+        (3, 5, 48, 80, 4, 0, 2, True),
+        (3, 7, 80, 160, 4, 0.25, 2, False),
+        (3, 14, 160, 176, 6, 0.25, 1, False),
+        (3, 18, 176, 304, 6, 0.25, 2, False),
+        (3, 5, 304, 512, 6, 0.25, 1, False),
+    ),
+    "l": (
+        (3, 4, 32, 32, 1, 0, 1, True),
+        (3, 7, 32, 64, 4, 0, 2, True),
+        (3, 7, 64, 96, 4, 0, 2, True),
+        (3, 10, 96, 192, 4, 0.25, 2, False),
+        (3, 19, 192, 224, 6, 0.25, 1, False),
+        (3, 25, 224, 384, 6, 0.25, 2, False),
+        (3, 7, 384, 640, 6, 0.25, 1, False),
+    ),
+}
+
+# variant: (width coefficient, depth coefficient, default input size, stage table)
+VARIANTS = {
+    "b0": (1.0, 1.0, 224, "b"),
+    "b1": (1.0, 1.1, 240, "b"),
+    "b2": (1.1, 1.2, 260, "b"),
+    "b3": (1.2, 1.4, 300, "b"),
+    "s": (1.0, 1.0, 384, "s"),
+    "m": (1.0, 1.0, 480, "m"),
+    "l": (1.0, 1.0, 480, "l"),
+}
+
+DROPOUT_RATE = 0.2
+DROP_CONNECT_RATE = 0.2
+DEPTH_DIVISOR = 8
+MIN_DEPTH = 8
+BN_MOMENTUM = 0.9
+ACTIVATION = "swish"
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+CONV_INIT = {"class_name": "VarianceScaling",
+             "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
+DENSE_INIT = {"class_name": "VarianceScaling",
+              "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"}}
+
+# keras.applications.efficientnet_v2's wording (its first message really lacks the space before "Received").
+WEIGHTS_ERROR = (
+    "The `weights` argument should be either "
+    "`None` (random initialization), `imagenet` "
+    "(pre-training on ImageNet), "
+    "or the path to the weights file to be loaded."
+    "Received: weights={weights}"
+)
+CLASSES_ERROR = 'If using `weights="imagenet"` with `include_top` as true, `classes` should be 1000'
+
+
+def round_filters(filters, width):
+    """Scale a channel count by ``width``, rounded to a multiple of 8 (V2 has no 10% rule)."""
+    rounded = max(MIN_DEPTH or DEPTH_DIVISOR, int(filters * width + DEPTH_DIVISOR / 2) // DEPTH_DIVISOR * DEPTH_DIVISOR)
+    return int(rounded)
+
+
+def round_repeats(repeats, depth):
+    return int(math.ceil(depth * repeats))
+
+
+def _bn(x, name):
+    return layers.BatchNormalization(axis=bn_axis(), momentum=BN_MOMENTUM, name=name)(x)
+
+
+def _conv(x, filters, kernel, strides, name, activation=None):
+    return layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                         kernel_initializer=CONV_INIT, activation=activation, name=name)(x)
+
+
+def squeeze_excite(x, filters, filters_se, prefix):
+    se_shape = (filters, 1, 1) if bn_axis() == 1 else (1, 1, filters)
+    se = layers.GlobalAveragePooling2D(name=f"{prefix}se_squeeze")(x)
+    se = layers.Reshape(se_shape, name=f"{prefix}se_reshape")(se)
+    se = layers.Conv2D(filters_se, 1, padding="same", activation=ACTIVATION, kernel_initializer=CONV_INIT,
+                       name=f"{prefix}se_reduce")(se)
+    se = layers.Conv2D(filters, 1, padding="same", activation="sigmoid", kernel_initializer=CONV_INIT,
+                       name=f"{prefix}se_expand")(se)
+    return layers.multiply([x, se], name=f"{prefix}se_excite")
+
+
+def _shortcut(x, inputs, filters_in, filters_out, strides, drop_rate, prefix):
+    if strides == 1 and filters_in == filters_out:
+        if drop_rate:  # stochastic depth; the first block has rate 0 and no Dropout layer
+            x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{prefix}drop")(x)
+        x = layers.add([x, inputs], name=f"{prefix}add")
+    return x
+
+
+def mbconv_block(x, *, filters_in, filters_out, kernel, strides, expand_ratio, se_ratio, drop_rate, prefix):
+    """Expand 1x1, depthwise kxk, squeeze-excite, project 1x1."""
+    inputs = x
+    filters = filters_in * expand_ratio
+    if expand_ratio != 1:
+        x = _conv(x, filters, 1, 1, f"{prefix}expand_conv")
+        x = _bn(x, f"{prefix}expand_bn")
+        x = layers.Activation(ACTIVATION, name=f"{prefix}expand_activation")(x)
+    x = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
+                               depthwise_initializer=CONV_INIT, name=f"{prefix}dwconv2")(x)
+    x = _bn(x, f"{prefix}bn")
+    x = layers.Activation(ACTIVATION, name=f"{prefix}activation")(x)
+    if 0 < se_ratio <= 1:
+        x = squeeze_excite(x, filters, max(1, int(filters_in * se_ratio)), prefix)
+    x = _conv(x, filters_out, 1, 1, f"{prefix}project_conv")
+    x = _bn(x, f"{prefix}project_bn")
+    return _shortcut(x, inputs, filters_in, filters_out, strides, drop_rate, prefix)
+
+
+def fused_mbconv_block(x, *, filters_in, filters_out, kernel, strides, expand_ratio, se_ratio, drop_rate, prefix):
+    """A full kxk conv does expansion and spatial mixing at once; without expansion it is the only conv."""
+    inputs = x
+    filters = filters_in * expand_ratio
+    if expand_ratio != 1:
+        x = _conv(x, filters, kernel, strides, f"{prefix}expand_conv")
+        x = _bn(x, f"{prefix}expand_bn")
+        x = layers.Activation(ACTIVATION, name=f"{prefix}expand_activation")(x)
+    if 0 < se_ratio <= 1:
+        x = squeeze_excite(x, filters, max(1, int(filters_in * se_ratio)), prefix)
+    expanded = expand_ratio != 1
+    x = _conv(x, filters_out, 1 if expanded else kernel, 1 if expanded else strides, f"{prefix}project_conv")
+    x = _bn(x, f"{prefix}project_bn")
+    if not expanded:
+        x = layers.Activation(ACTIVATION, name=f"{prefix}project_activation")(x)
+    return _shortcut(x, inputs, filters_in, filters_out, strides, drop_rate, prefix)
+
+
+def build_efficientnet_v2(variant, *, include_top, weights, input_tensor, input_shape, pooling, classes,
+                          classifier_activation, include_preprocessing, name):
+    width, depth, default_size, table = VARIANTS[variant]
+    stages = STAGES[table]
+    model_name = f"efficientnetv2{variant}"
+    pretrained = validate_weights(weights, model_name, include_top, classes,
+                                  weights_error=WEIGHTS_ERROR, classes_error=CLASSES_ERROR)
+    input_shape = obtain_input_shape(input_shape, default_size, 32, include_top, pretrained)
+    img_input = make_input(input_tensor, input_shape)
+    axis = bn_axis()
+
+    x = img_input
+    if include_preprocessing:
+        channels = input_shape[0] if axis == 1 else input_shape[-1]
+        if table == "b" and channels == 3:  # V1's ImageNet statistics, fixed (no weights)
+            x = layers.Rescaling(1.0 / 255, name="rescaling")(x)
+            x = layers.Normalization(mean=list(IMAGENET_MEAN_RGB), variance=[s ** 2 for s in IMAGENET_STDDEV_RGB],
+                                     axis=1 if axis == 1 else 3, name="normalization")(x)
+        else:  # [0, 255] -> [-1, 1]
+            x = layers.Rescaling(1.0 / 128.0, offset=-1, name="rescaling")(x)
+
+    x = _conv(x, round_filters(stages[0][2], width), 3, 2, "stem_conv")
+    x = _bn(x, "stem_bn")
+    x = layers.Activation(ACTIVATION, name="stem_activation")(x)
+
+    # Keras spreads the drop rate over the *unscaled* number of blocks (unlike V1).
+    total_blocks = float(sum(row[1] for row in stages))
+    block_index = 0
+    for stage, (kernel, repeats, f_in, f_out, expand, se_ratio, strides, fused) in enumerate(stages):
+        f_in, f_out = round_filters(f_in, width), round_filters(f_out, width)
+        block = fused_mbconv_block if fused else mbconv_block
+        for j in range(round_repeats(repeats, depth)):
+            x = block(x, filters_in=f_in if j == 0 else f_out, filters_out=f_out, kernel=kernel,
+                      strides=strides if j == 0 else 1, expand_ratio=expand, se_ratio=se_ratio,
+                      drop_rate=DROP_CONNECT_RATE * block_index / total_blocks,
+                      prefix=f"block{stage + 1}{chr(ord('a') + j)}_")
+            block_index += 1
+
+    x = _conv(x, round_filters(1280, width), 1, 1, "top_conv")
+    x = _bn(x, "top_bn")
+    x = layers.Activation(ACTIVATION, name="top_activation")(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dropout(DROPOUT_RATE, name="top_dropout")(x)
+        validate_activation(classifier_activation, weights)
+        x = layers.Dense(classes, activation=classifier_activation, kernel_initializer=DENSE_INIT,
+                         bias_initializer="zeros", name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    model = Model(model_inputs(input_tensor, img_input), x, name=name)
+    return load_model_weights(model, model_name, weights, include_top)
+
+
+def _make_builder(variant):
+    keras_name = f"efficientnetv2-{variant}"
+
+    def builder(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                classes=1000, classifier_activation="softmax", include_preprocessing=True, name=keras_name):
+        return build_efficientnet_v2(variant, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                                     input_shape=input_shape, pooling=pooling, classes=classes,
+                                     classifier_activation=classifier_activation,
+                                     include_preprocessing=include_preprocessing, name=name)
+
+    public = f"EfficientNetV2{variant.upper()}"
+    builder.__name__ = builder.__qualname__ = public
+    builder.__module__ = __name__
+    builder.__doc__ = (
+        f"Instantiates the {public} architecture (keras.applications-compatible).\n\n"
+        f"Default input {VARIANTS[variant][2]}x{VARIANTS[variant][2]}; with ``include_preprocessing=True`` "
+        "(default) inputs are pixels in [0, 255]. ``weights``: None, 'imagenet', another registry tag, or a "
+        ".h5 / .weights.h5 path."
+    )
+    return register_model(f"efficientnetv2{variant}",
+                          aliases=(f"efficientnetv2_{variant}", keras_name, f"efficientnet_v2_{variant}"))(builder)
+
+
+EfficientNetV2B0 = _make_builder("b0")
+EfficientNetV2B1 = _make_builder("b1")
+EfficientNetV2B2 = _make_builder("b2")
+EfficientNetV2B3 = _make_builder("b3")
+EfficientNetV2S = _make_builder("s")
+EfficientNetV2M = _make_builder("m")
+EfficientNetV2L = _make_builder("l")
+
+
+def preprocess_input(x, data_format=None):
+    """A pass-through, as in Keras: with ``include_preprocessing=True`` the model scales its inputs."""
+    return x
+
+
+def decode_predictions(preds, top=5):
+    """ImageNet class names for a batch of 1000-way predictions (offline class index)."""
+    from kzoo.preprocessing import decode_predictions as decode
+
+    return decode(preds, top=top)
