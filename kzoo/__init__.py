@@ -28,11 +28,15 @@ _API = {
 
 def __getattr__(name):
     import importlib
+    import importlib.util
 
     if name in _API:
         module_name, attr = _API[name]
         module = importlib.import_module(module_name)
         value = module if attr is None else getattr(module, attr)
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # a real submodule (``from kzoo import registry``) must not pull in Keras via the builders
+        value = importlib.import_module(f"{__name__}.{name}")
     else:
         # Keras-style builders (kzoo.ResNet50) and family modules (kzoo.resnet.preprocess_input).
         from kzoo.architectures import find_public

@@ -104,3 +104,14 @@ def test_not_a_weight_file(tmp_path):
         f.create_dataset("x", data=np.zeros(3))
     with pytest.raises(IncompatibleWeights, match="not a legacy Keras h5"):
         keras_h5.read_weights(path)
+
+
+def test_headless_model_may_accept_a_file_with_head(mobilenet_file):
+    import keras
+
+    notop = keras.applications.MobileNet(weights=None, include_top=False, input_shape=SHAPE, alpha=0.25)
+    report = keras_h5.load_weights(notop, mobilenet_file, allow_unexpected=True)
+    assert report.unexpected == ["conv_preds"] and not report.missing
+    reference = _keras_app()
+    reference.load_weights(mobilenet_file)
+    np.testing.assert_array_equal(notop.get_layer("conv1").kernel.numpy(), reference.get_layer("conv1").kernel.numpy())

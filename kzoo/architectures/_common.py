@@ -181,5 +181,6 @@ def load_model_weights(model, model_name: str, weights, include_top: bool, **var
         from kzoo.convert import converted_weights_path
 
         path = converted_weights_path(entry, path)
-    keras_h5.load_weights(model, os.fspath(path))
+    # A checkpoint that only exists with its head also serves include_top=False: the head is extra.
+    keras_h5.load_weights(model, os.fspath(path), allow_unexpected=entry.include_top and not include_top)
     return model

@@ -152,12 +152,14 @@ def _short_name(variable) -> str:
     return str(getattr(variable, "name", "")).rsplit("/", 1)[-1] or "weight"
 
 
-def load_weights(model, path, skip_mismatch: bool = False) -> LoadReport:
+def load_weights(model, path, skip_mismatch: bool = False, allow_unexpected: bool = False) -> LoadReport:
     """Load a weight file into ``model`` by layer name, strictly.
 
     With ``skip_mismatch=False`` (the default) a missing, unexpected or wrongly shaped weight raises
     :class:`IncompatibleWeights` listing every layer involved, and nothing is assigned. With
     ``skip_mismatch=True`` the matching layers load and the report names what was skipped.
+    ``allow_unexpected=True`` accepts extra layers in the file (a classifier head loaded into a
+    headless model) while still requiring every model layer to be found.
     """
     path = os.fspath(path)
     with h5py.File(path, "r") as f:
@@ -187,7 +189,8 @@ def load_weights(model, path, skip_mismatch: bool = False) -> LoadReport:
                 continue
             plan.append((layer, variables, datasets))
         report.unexpected = [name for name in file_layers if name not in seen]
-        if not report.ok and not skip_mismatch:
+        strict_failure = report.missing or report.mismatched or (report.unexpected and not allow_unexpected)
+        if strict_failure and not skip_mismatch:
             raise IncompatibleWeights(
                 f"The weight file {path} does not fit model '{model.name}':\n{report}\n"
                 "Check that the file was saved from the same architecture and the same include_top / "
