@@ -159,19 +159,21 @@ def bn_axis() -> int:
     return 1 if keras.config.image_data_format() == "channels_first" else -1
 
 
-def load_model_weights(model, model_name: str, weights, include_top: bool, **variant):
+def load_model_weights(model, model_name: str, weights, include_top: bool, *, legacy_names=None, **variant):
     """Load ``weights`` into a freshly built model.
 
     ``weights`` is None (nothing), a path (legacy ``.h5`` by layer name, or a Keras 3
     ``.weights.h5``), or a registry tag (``"imagenet"``, ``"tione"``, ...) that the registry and
     sources turn into a verified local file first.
+    ``legacy_names`` (optional) maps a legacy file's layer names onto the model's, for families whose
+    released files predate Keras 3's names (MobileNetV3: ``Conv/BatchNorm`` -> ``conv_bn``).
     """
     if weights is None:
         return model
     from kzoo.formats import keras_h5
 
     if is_weights_path(weights):
-        keras_h5.load_weights(model, os.fspath(weights))
+        _load_file(model, os.fspath(weights), legacy_names)
         return model
     from kzoo import registry, sources
 
@@ -182,5 +184,22 @@ def load_model_weights(model, model_name: str, weights, include_top: bool, **var
 
         path = converted_weights_path(entry, path)
     # A checkpoint that only exists with its head also serves include_top=False: the head is extra.
-    keras_h5.load_weights(model, os.fspath(path), allow_unexpected=entry.include_top and not include_top)
+    _load_file(model, os.fspath(path), legacy_names, allow_unexpected=entry.include_top and not include_top)
     return model
+
+
+def _load_file(model, path, legacy_names=None, **kwargs):
+    from kzoo.formats import keras_h5
+
+    if legacy_names is not None and keras_h5.is_legacy_h5(path):
+        file_layers = keras_h5.read_weights(path)
+        renamed = [(legacy_names(name), weights) for name, weights in file_layers]
+        if any(new != old for (new, _), (old, _) in zip(renamed, file_layers)):
+            import tempfile
+
+            # The strict by-name loader reads a renamed copy; the original file is never modified.
+            with tempfile.TemporaryDirectory(prefix="kzoo-renamed-") as tmp:
+                copy = os.path.join(tmp, os.path.basename(path))
+                keras_h5.write_weights(copy, renamed)
+                return keras_h5.load_weights(model, copy, **kwargs)
+    return keras_h5.load_weights(model, path, **kwargs)

@@ -36,6 +36,12 @@ LAST_POINT_CHANNELS = {"small": 1024, "large": 1280}
 BN = dict(epsilon=1e-3, momentum=0.999)
 
 
+def keras2_layer_name(name: str) -> str:
+    """The Keras 3 name of a layer in a tf.keras-era MobileNetV3 file (``expanded_conv/project/BatchNorm``
+    -> ``expanded_conv_project_bn``, ``Logits`` -> ``logits``): the released ``.h5`` files use the old names."""
+    return name.lower().replace("/batchnorm", "_bn").replace("/", "_")
+
+
 def preprocess_input(x, data_format=None):
     """The identity: MobileNetV3 models rescale their input themselves (as in Keras)."""
     return x
@@ -172,8 +178,8 @@ def _mobilenet_v3(model_type, input_shape, alpha, minimalistic, include_top, wei
     else:
         x = _common.pooling_head(x, pooling)
     model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, canonical, weights, include_top, alpha=float(alpha),
-                                      minimalistic=bool(minimalistic))
+    return _common.load_model_weights(model, canonical, weights, include_top, legacy_names=keras2_layer_name,
+                                      alpha=float(alpha), minimalistic=bool(minimalistic))
 
 
 @register_model("mobilenetv3small")
