@@ -1,0 +1,269 @@
+"""The ``kzoo`` command: list | info | fetch | verify here; convert and bench delegate to their modules.
+
+Every failure kzoo expects (a ``KzooError``) is printed as one message on stderr with exit status 1;
+usage errors exit 2 (argparse). No traceback reaches the user for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sys
+
+from kzoo.errors import KzooError
+
+_DELEGATED = {
+    "convert": ("kzoo.convert", "convert a TF / TF-slim checkpoint into a Keras h5 weight file"),
+    "bench": ("kzoo.bench", "measure model speed and memory"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kzoo",
+        description="kzoo: a hashed, verified model zoo for Keras.",
+        epilog="Environment: KZOO_CACHE_DIR, KZOO_MIRRORS, KZOO_OFFLINE, KZOO_REGISTRY. "
+               "Run `kzoo COMMAND --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list models (or weight files with --weights)",
+                       description="List model names, or registry weight ids with --weights.")
+    p.add_argument("pattern", nargs="?", help="glob on the name, e.g. 'resnet*'")
+    p.add_argument("--pretrained", action="store_true", help="only models that have registry weights")
+    p.add_argument("--weights", action="store_true", help="list weight entries instead of models")
+    p.add_argument("--superseded", action="store_true", help="with --weights: include superseded releases")
+
+    p = sub.add_parser("info", help="show a weight entry (or a model's weights)",
+                       description="Sources, hashes, size, license, preprocessing and cache status of a "
+                                   "weight entry; for a model name, the same for each of its weights.")
+    p.add_argument("id", help="a weight id such as 'resnet50.imagenet.notop', or a model name")
+
+    p = sub.add_parser("fetch", help="download and verify weight files into the cache",
+                       description="Fetch weight files into the cache, verifying their hashes.")
+    p.add_argument("ids", nargs="*", metavar="ID", help="weight ids")
+    p.add_argument("--all", action="store_true", help="every current (not superseded) weight file")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+
+    p = sub.add_parser("verify", help="re-hash files and identify them against the registry",
+                       description="Re-hash files, say which registry entry each one is (superseded "
+                                   "releases included), and exit 1 on any mismatch or unknown file.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files to check")
+    p.add_argument("--cache", action="store_true", help="check every file in the kzoo cache")
+
+    for name, (_, summary) in _DELEGATED.items():
+        sub.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # builders may import TensorFlow: keep its logs out
+    try:
+        if argv and argv[0] in _DELEGATED:
+            return _delegate(argv[0], argv[1:])
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exit_:  # --help (0) and usage errors (2)
+            return int(exit_.code or 0)
+        return _COMMANDS[args.command](args)
+    except KzooError as error:
+        print(f"kzoo: error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `kzoo list | head`: the reader left; say nothing more
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except KeyboardInterrupt:
+        print("kzoo: interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:  # a disk or permission problem outside kzoo's own checks
+        print(f"kzoo: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    import importlib
+
+    module_name, _ = _DELEGATED[command]
+    try:
+        cli_main = importlib.import_module(module_name).cli_main
+    except (ImportError, AttributeError) as error:
+        print(f"kzoo: error: `kzoo {command}` is not available in this install ({error}).", file=sys.stderr)
+        return 1
+    try:
+        code = cli_main(rest)
+    except SystemExit as exit_:
+        code = exit_.code
+    return int(code or 0)
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+def _cmd_list(args) -> int:
+    if args.weights:
+        import kzoo.registry as registry
+
+        entries = registry.list_weights(include_superseded=args.superseded)
+        for entry in sorted(entries, key=lambda e: e.id):
+            if args.pattern and not fnmatch.fnmatch(entry.id, args.pattern.lower()):
+                continue
+            size = f"{entry.size:>11,d}" if entry.size is not None else f"{'?':>11}"
+            flags = " tofu" if _is_tofu(entry) else ""
+            flags += f" superseded by {entry.superseded_by}" if entry.superseded_by else ""
+            print(f"{entry.id:<56} {size}{flags}")
+        return 0
+    from kzoo.models import list_models
+
+    for name in list_models(args.pattern, pretrained=args.pretrained):
+        print(name)
+    return 0
+
+
+def _cmd_info(args) -> int:
+    import difflib
+
+    import kzoo.registry as registry
+    from kzoo.errors import UnknownWeights
+
+    try:
+        entries = [registry.get_entry(args.id)]
+    except UnknownWeights:
+        # Not a weight id: maybe a model name (its weights are found without importing any builder).
+        entries = registry.list_weights(model=args.id, include_superseded=True)
+        if not entries:
+            if _is_model_name(args.id):
+                print(f"{args.id}: no registry weights (build it with weights=None, or add an entry through "
+                      f"KZOO_REGISTRY).")
+                return 0
+            known = [e.id for e in registry.list_weights(include_superseded=True)]
+            known += sorted({e.model for e in registry.list_weights(include_superseded=True)})
+            close = difflib.get_close_matches(args.id, known, n=5, cutoff=0.6)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise UnknownWeights(
+                f"{args.id!r} is neither a weight id nor a model name.{hint} `kzoo list --weights` lists "
+                f"weight ids, `kzoo list` model names.") from None
+    print("\n\n".join(_describe_entry(e) for e in entries))
+    return 0
+
+
+def _is_model_name(name: str) -> bool:
+    from kzoo.errors import UnknownModel
+    from kzoo.models import get_model_spec
+
+    try:
+        get_model_spec(name)  # imports the builders (Keras): only reached for names without weights
+    except UnknownModel:
+        return False
+    return True
+
+
+def _is_tofu(entry) -> bool:
+    return getattr(entry, "trust", None) == "tofu" or not (entry.md5 or entry.sha256)
+
+
+def _describe_entry(entry) -> str:
+    import kzoo.sources as sources
+
+    def row(label, value):
+        return f"  {label + ':':<15}{value}"
+
+    variant = getattr(entry, "variant", None) or {}
+    lines = [entry.id, row("model", f"{entry.model}  (tag {entry.tag}, include_top={entry.include_top}"
+                                    + (f", {', '.join(f'{k}={v}' for k, v in variant.items())}" if variant else "")
+                                    + ")")]
+    lines.append(row("file", entry.file_name))
+    lines.append(row("size", f"{entry.size:,d} bytes" if entry.size is not None else "unknown"))
+    lines.append(row("format", entry.format))
+    if _is_tofu(entry):
+        pin = sources._pinned_sha256(entry)
+        lines.append(row("hashes", "unpinned, trusted on first use"
+                         + (f" (recorded sha256 {pin})" if pin else " (nothing recorded yet)")))
+    else:
+        lines.append(row("trust", "pinned"))
+        lines.append(row("md5", entry.md5 or "unknown"))
+        lines.append(row("sha256", entry.sha256 or "unknown"))
+    for label, attr in (("license", "license"), ("origin", "origin"), ("preprocessing", "preprocessing"),
+                        ("input size", "input_size"), ("classes", "num_classes")):
+        value = getattr(entry, attr, None)
+        lines.append(row(label, value if value is not None else "unknown"))
+    if getattr(entry, "superseded_by", None):
+        lines.append(row("superseded by", entry.superseded_by))
+    if getattr(entry, "conversion", None):
+        lines.append(row("conversion", entry.conversion))
+    status = sources.cache_status(entry)
+    lines.append(row("cache", f"{status.state}: {status.path}" + (f" ({status.detail})" if status.detail else "")))
+    lines.append(row("sources", ""))
+    for n, source in enumerate(sources.sources_for(entry), 1):
+        lines.append(f"    {n}. {source}")
+    if sources.is_offline():
+        lines.append("  (offline: only the cache and local mirrors are used)")
+    return "\n".join(lines)
+
+
+def _cmd_fetch(args) -> int:
+    import kzoo.registry as registry
+    import kzoo.sources as sources
+
+    if args.all and args.ids:
+        print("kzoo: error: give weight ids or --all, not both", file=sys.stderr)
+        return 2
+    if args.all:
+        entries = registry.list_weights(include_superseded=False)
+    elif args.ids:
+        entries = [registry.get_entry(i) for i in args.ids]  # unknown ids fail before any download
+    else:
+        print("kzoo: error: name at least one weight id, or --all (see `kzoo list --weights`)", file=sys.stderr)
+        return 2
+    failed = 0
+    for entry in entries:
+        try:
+            path = sources.fetch(entry, progress=args.progress)
+        except KzooError as error:
+            failed += 1
+            print(f"kzoo: error: {error}", file=sys.stderr)
+            continue
+        print(f"{entry.id}\t{path}")
+    if failed and len(entries) > 1:
+        print(f"kzoo: {failed} of {len(entries)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_verify(args) -> int:
+    from pathlib import Path
+
+    import kzoo.sources as sources
+
+    paths = [Path(p) for p in args.paths]
+    if args.cache:
+        paths += sources.cached_files()
+    elif not paths:
+        print("kzoo: error: name files to verify, or --cache", file=sys.stderr)
+        return 2
+    if not paths:
+        print(f"The cache {sources.cache_dir()} holds no weight files.")
+        return 0
+    bad = 0
+    for path in paths:
+        if not path.is_file():
+            print(f"MISSING {path}: no such file")
+            bad += 1
+            continue
+        result = sources.verify_file(path)
+        print(result.describe())
+        bad += not result.ok
+    if bad:
+        print(f"kzoo: {bad} of {len(paths)} files did not verify", file=sys.stderr)
+    return 1 if bad else 0
+
+
+_COMMANDS = {"list": _cmd_list, "info": _cmd_info, "fetch": _cmd_fetch, "verify": _cmd_verify}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
