@@ -1,0 +1,315 @@
+"""``optimize_for_inference(model)``: the same function, fewer and cheaper layers.
+
+What it does to a Keras functional model (any backend):
+
+* **BatchNormalization folding.** A BN whose only input is the output of a Conv1D/2D/3D,
+  DepthwiseConv1D/2D, SeparableConv1D/2D or Dense layer (with a linear activation, used nowhere
+  else) is folded into that layer's kernel and bias. In inference BN is a per-channel affine map
+  ``y = s * x + t`` with ``s = gamma / sqrt(var + eps)`` and ``t = beta - s * mean``, so
+  ``BN(W x + b) = (s W) x + (s b + t)``. The arithmetic is done in float64 and cast back.
+* **Activation fusion.** When the folded BN (or the bare linear conv) feeds only an
+  ``Activation`` or a plain ``ReLU``/``ReLU(max_value=6)`` layer, that activation moves into the
+  layer, so backends that fuse conv+bias+activation (oneDNN, cuDNN, XLA) see one op.
+* **Inference no-ops removed:** Dropout and the noise layers, which are the identity in inference.
+
+Everything else is cloned unchanged (``from_config`` + weights), so the result shares no state with
+the input model. Nested functional models are optimised recursively. The result keeps the names of
+the layers that survive, so it can still be inspected, saved and loaded. It is **for inference
+only**: folding BN makes the statistics disappear, so do not fine-tune the optimised model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Layers whose output channel is the last kernel axis, and how to scale that axis.
+_CONV_LIKE = (
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+    "Dense",
+)
+_INFERENCE_IDENTITY = (
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianDropout",
+    "GaussianNoise",
+    "AlphaDropout",
+    "ActivityRegularization",
+)
+
+
+def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True, drop_identity=True):
+    """Return a new functional model that computes ``model(x, training=False)`` with fewer layers.
+
+    Args:
+        model: a Keras functional (or Sequential) model, e.g. ``kzoo.ResNet50()``.
+        fold_batchnorm: fold BatchNormalization into the preceding conv/dense layer.
+        fuse_activations: move a following ``Activation``/``ReLU`` layer into the folded layer.
+        drop_identity: remove Dropout and noise layers.
+
+    Returns:
+        A ``keras.Model`` with the same inputs and outputs (shapes, dtypes, names). Outputs agree
+        with the original in inference mode to float rounding (about 1e-6 relative in float32).
+    """
+    import keras
+
+    model = getattr(model, "_functional", None) or model  # a built Sequential wraps a Functional
+    if not hasattr(model, "_nodes_by_depth"):
+        raise TypeError(
+            f"optimize_for_inference needs a functional or Sequential Keras model, got "
+            f"{type(model).__name__}; subclassed models have no graph to rewrite."
+        )
+    graph = _Graph(model)
+    plan = _plan(graph, fold_batchnorm, fuse_activations, drop_identity)
+
+    new_inputs = [
+        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_tensor_name(x)) for x in graph.inputs
+    ]
+    values = {id(old): new for old, new in zip(graph.inputs, new_inputs)}
+    for node in graph.nodes:
+        op = node.operation
+        if id(node) in plan.absorbed:
+            continue  # a BN or activation computed by the folded layer before it
+        if id(node) in plan.identity:
+            values[id(node.outputs[0])] = values[id(node.input_tensors[0])]
+            continue
+        args, kwargs = node.arguments.fill_in(values)
+        fold = plan.folds.get(id(node))
+        if fold is not None:
+            layer = _folded_layer(op, fold)
+            out = layer(*args, **kwargs)
+            _set_folded_weights(layer, op, fold)
+            values[id(fold.last_output)] = out
+            continue
+        new_op = _clone_operation(op, fold_batchnorm, fuse_activations, drop_identity)
+        out = new_op(*args, **kwargs)
+        if new_op is not op and hasattr(op, "get_weights") and not _is_functional(op):
+            new_op.set_weights(op.get_weights())
+        for old, new in zip(node.outputs, keras.tree.flatten(out)):
+            values[id(old)] = new
+
+    outputs = keras.tree.pack_sequence_as(
+        model._outputs_struct, [values[id(x)] for x in graph.outputs]
+    )
+    inputs = keras.tree.pack_sequence_as(model._inputs_struct, new_inputs)
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# graph bookkeeping
+
+
+class _Graph:
+    """The model's nodes in execution order, with producers and consumers of every tensor."""
+
+    def __init__(self, model):
+        self.inputs = list(model.inputs)
+        self.outputs = list(model.outputs)
+        self.output_ids = {id(x) for x in self.outputs}
+        self.nodes = []
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[depth]:
+                if node.operation is not None and not node.is_input:
+                    self.nodes.append(node)
+        self.producer = {id(t): n for n in self.nodes for t in n.outputs}
+        self.consumers: dict[int, list] = {}
+        for n in self.nodes:
+            for t in n.input_tensors:
+                self.consumers.setdefault(id(t), []).append(n)
+        # An operation called more than once in this model (shared layer) must not be rewritten.
+        calls: dict[int, int] = {}
+        for n in self.nodes:
+            calls[id(n.operation)] = calls.get(id(n.operation), 0) + 1
+        self.calls = calls
+
+    def only_consumer(self, tensor):
+        """The single node reading ``tensor``, or None if several read it or it is an output."""
+        if id(tensor) in self.output_ids:
+            return None
+        readers = self.consumers.get(id(tensor), [])
+        return readers[0] if len(readers) == 1 else None
+
+
+class _Fold:
+    def __init__(self, bn=None, activation=None, last_output=None):
+        self.bn = bn  # the BatchNormalization layer to fold, or None
+        self.activation = activation  # activation name to put in the layer, or None
+        self.last_output = last_output  # the old tensor the new layer's output replaces
+
+
+class _Plan:
+    def __init__(self):
+        self.folds: dict[int, _Fold] = {}  # id(conv node) -> what to fold into it
+        self.absorbed: set[int] = set()  # ids of BN/activation nodes folded into a layer
+        self.identity: set[int] = set()  # ids of no-op nodes replaced by their input
+
+
+def _plan(graph, fold_batchnorm, fuse_activations, drop_identity):
+    plan = _Plan()
+    for node in graph.nodes:
+        op = node.operation
+        kind = type(op).__name__
+        if drop_identity and kind in _INFERENCE_IDENTITY and len(node.input_tensors) == 1:
+            plan.identity.add(id(node))
+            continue
+        if kind not in _CONV_LIKE or graph.calls[id(op)] != 1 or len(node.outputs) != 1:
+            continue
+        if _activation_name(op) != "linear":
+            continue  # BN after a nonlinearity cannot be folded into the weights
+        fold = _Fold(last_output=node.outputs[0])
+        tensor = node.outputs[0]
+        nxt = graph.only_consumer(tensor)
+        if (
+            fold_batchnorm
+            and nxt is not None
+            and type(nxt.operation).__name__ == "BatchNormalization"
+            and graph.calls[id(nxt.operation)] == 1
+            and _bn_axis_matches(nxt.operation, op, tensor)
+        ):
+            fold.bn = nxt.operation
+            plan.absorbed.add(id(nxt))
+            tensor = nxt.outputs[0]
+            fold.last_output = tensor
+            nxt = graph.only_consumer(tensor)
+        if fuse_activations and nxt is not None and graph.calls[id(nxt.operation)] == 1:
+            act = _fusable_activation(nxt.operation)
+            if act is not None:
+                fold.activation = act
+                plan.absorbed.add(id(nxt))
+                fold.last_output = nxt.outputs[0]
+        if fold.bn is not None or fold.activation is not None:
+            plan.folds[id(node)] = fold
+    return plan
+
+
+def _tensor_name(x):
+    history = getattr(x, "_keras_history", None)
+    op = getattr(history, "operation", None)
+    return getattr(op, "name", None)
+
+
+def _is_functional(op):
+    return hasattr(op, "_nodes_by_depth") or getattr(op, "_functional", None) is not None
+
+
+def _activation_name(layer):
+    activation = layer.get_config().get("activation", "linear")
+    if isinstance(activation, dict):  # serialised form
+        activation = activation.get("config", activation.get("class_name"))
+    return activation if isinstance(activation, str) else None
+
+
+def _fusable_activation(layer):
+    """The activation name a conv layer can apply instead of this layer, or None."""
+    kind = type(layer).__name__
+    if kind == "Activation":
+        name = _activation_name(layer)
+        return name if name not in (None, "linear") else None
+    if kind == "ReLU":
+        cfg = layer.get_config()
+        if cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
+            return None
+        max_value = cfg.get("max_value")
+        if max_value is None:
+            return "relu"
+        if float(max_value) == 6.0:
+            return "relu6"
+    return None
+
+
+def _channel_axis(layer, tensor):
+    rank = len(tensor.shape)
+    if type(layer).__name__ != "Dense" and layer.get_config().get("data_format") == "channels_first":
+        return 1
+    return rank - 1
+
+
+def _bn_axis_matches(bn, layer, tensor):
+    axis = bn.axis
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    rank = len(tensor.shape)
+    axes = [a % rank for a in axes]
+    return axes == [_channel_axis(layer, tensor)]
+
+
+# ----------------------------------------------------------------------------------------------
+# rebuilding layers
+
+
+def _clone_operation(op, fold_batchnorm, fuse_activations, drop_identity):
+    """A fresh copy of a layer (weights set by the caller), a recursively optimised sub-model, or
+    the same object for stateless operations (``keras.ops`` calls recorded in the graph)."""
+    import keras
+
+    if _is_functional(op):
+        return optimize_for_inference(
+            op,
+            fold_batchnorm=fold_batchnorm,
+            fuse_activations=fuse_activations,
+            drop_identity=drop_identity,
+        )
+    if not isinstance(op, keras.layers.Layer):
+        return op
+    return op.__class__.from_config(op.get_config())
+
+
+def _folded_layer(layer, fold):
+    config = layer.get_config()
+    if fold.bn is not None:
+        config["use_bias"] = True
+        config["bias_initializer"] = "zeros"
+        config["bias_regularizer"] = None
+        config["bias_constraint"] = None
+    if fold.activation is not None:
+        config["activation"] = fold.activation
+    return layer.__class__.from_config(config)
+
+
+def _bn_scale_shift(bn):
+    """(s, t) in float64 such that BN(x) == s * x + t in inference."""
+    variance = np.asarray(bn.moving_variance, dtype=np.float64)
+    mean = np.asarray(bn.moving_mean, dtype=np.float64)
+    gamma = np.asarray(bn.gamma, dtype=np.float64) if bn.scale else np.ones_like(variance)
+    beta = np.asarray(bn.beta, dtype=np.float64) if bn.center else np.zeros_like(variance)
+    scale = gamma / np.sqrt(variance + bn.epsilon)
+    return scale, beta - scale * mean
+
+
+def _set_folded_weights(new, old, fold):
+    """Copy ``old``'s weights into ``new``, scaled by the BN it absorbed."""
+    kind = type(old).__name__
+    if fold.bn is None:
+        new.set_weights(old.get_weights())
+        return
+    scale, shift = _bn_scale_shift(fold.bn)
+    # The kernel whose last axis is the output channel.
+    if kind.startswith("Separable"):
+        kernel_attr = "pointwise_kernel"
+    elif kind.startswith("Depthwise"):
+        kernel_attr = "kernel"
+    else:
+        kernel_attr = "kernel"
+    kernel_var = getattr(old, kernel_attr)
+    kernel = np.asarray(kernel_var, dtype=np.float64)
+    if kind.startswith("Depthwise"):
+        # (..., in_channels, multiplier): output channel c * multiplier + m.
+        kernel = kernel * scale.reshape(kernel.shape[-2:])
+    else:
+        kernel = kernel * scale
+    bias = np.asarray(old.bias, dtype=np.float64) if old.use_bias else 0.0
+    bias = bias * scale + shift
+
+    values = {kernel_attr: kernel, "bias": bias}
+    for name in ("depthwise_kernel",):
+        if hasattr(old, name) and kind.startswith("Separable"):
+            values[name] = np.asarray(getattr(old, name))
+    for attr, value in values.items():
+        var = getattr(new, attr)
+        var.assign(np.asarray(value, dtype=var.dtype))

@@ -1,0 +1,229 @@
+"""The measuring core on a tiny model: structure of the results, FLOP counting, OOM halving, CLI.
+
+No timing assertions: speed is measured in benchmarks/, never asserted in unit tests.
+"""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kzoo import bench
+
+
+def tiny_convnet(num_classes=10, size=8):
+    """Hand-countable: every layer's multiply-adds are written next to it."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)  # 8*8 * 4 * 3*3*3 = 6912
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x)  # 4*4 * 4 * 9 = 576
+    x = keras.layers.SeparableConv2D(6, 3, padding="same", name="sep")(x)  # 4*4 * 4 * (9 + 6) = 960
+    x = keras.layers.Conv2D(6, 1, groups=2, name="grouped")(x)  # 4*4 * 6 * 1 * 6/2 = 288
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="fc")(x)  # 6 * 10 = 60
+    return keras.Model(inputs, outputs, name="tiny")
+
+
+TINY_MACS = 6912 + 576 + 960 + 288 + 60
+
+
+def test_count_macs_by_hand():
+    model = tiny_convnet()
+    assert bench.count_macs(model) == TINY_MACS
+    assert bench.count_flops(model) == 2 * TINY_MACS
+
+
+def test_count_macs_nested_and_transpose():
+    inner = tiny_convnet()
+    inputs = keras.Input((8, 8, 3))
+    x = inner(inputs)
+    x = keras.layers.Dense(3)(x)  # 10 * 3 = 30
+    outer = keras.Model(inputs, x)
+    assert bench.count_macs(outer) == TINY_MACS + 30
+
+    t_in = keras.Input((4, 4, 2))
+    t_out = keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same")(t_in)  # 4*4 * 2 * 5 * 9 = 1440
+    assert bench.count_macs(keras.Model(t_in, t_out)) == 1440
+
+
+def test_count_macs_resnet50_matches_published():
+    """Keras ResNet50 (v1) is ~3.86 GMACs at 224 px; the count must land there, not on v1.5's 4.1."""
+    model = keras.applications.ResNet50(weights=None)
+    assert bench.count_macs(model) / 1e9 == pytest.approx(3.86, abs=0.02)
+
+
+class FakeOOM(Exception):
+    pass
+
+
+def test_is_out_of_memory_classification():
+    class ResourceExhaustedError(Exception):
+        pass
+
+    assert bench.is_out_of_memory(MemoryError())
+    assert bench.is_out_of_memory(ResourceExhaustedError("OOM when allocating tensor"))
+    assert bench.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying"))
+    assert bench.is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate"))
+    assert not bench.is_out_of_memory(ValueError("bad shape"))
+
+
+def test_prepare_halves_batch_on_oom():
+    seen = []
+
+    def make_step(batch):
+        seen.append(batch)
+
+        def step():
+            if batch > 2:
+                raise MemoryError(f"batch {batch} does not fit")
+
+        return step
+
+    prepared = bench.prepare_with_backoff(make_step, 8)
+    assert prepared.batch_size == 2
+    assert prepared.oom_retries == 2
+    assert seen == [8, 4, 2]
+    assert prepared.compile_s >= 0
+
+
+def test_prepare_gives_up_at_batch_one_and_passes_other_errors():
+    def always_oom(batch):
+        raise MemoryError("nothing fits")
+
+    with pytest.raises(MemoryError):
+        bench.prepare_with_backoff(always_oom, 4)
+
+    def broken(batch):
+        raise ValueError("not a memory problem")
+
+    with pytest.raises(ValueError):
+        bench.prepare_with_backoff(broken, 4)
+
+
+def _tiny_build(name, source, image_size=None, precision="float32"):
+    with bench.dtype_policy(precision):
+        return tiny_convnet()
+
+
+def test_run_benchmarks_structure():
+    results = bench.run_benchmarks(
+        ["tiny"], [2, 4], sources=("kzoo", "keras"), warmup=1, repeats=2, min_time=0.01, build=_tiny_build
+    )
+    assert [(r.source, r.requested_batch_size) for r in results] == [
+        ("kzoo", 2), ("keras", 2), ("kzoo", 4), ("keras", 4)]
+    for r in results:
+        assert r.error is None
+        assert r.backend == keras.backend.backend()
+        assert r.mode == "infer" and r.precision == "float32" and r.jit is False
+        assert r.batch_size == r.requested_batch_size and r.oom_retries == 0
+        assert r.image_size == (8, 8)
+        assert r.repeats == 2 and r.steps >= 2 and len(r.step_ms) == r.steps
+        assert len(r.block_images_per_s) == 2
+        assert r.ms_per_batch_min <= r.ms_per_batch <= r.ms_per_batch_max
+        assert r.images_per_s_min <= r.images_per_s_max and r.images_per_s > 0
+        assert r.cpu_ms_per_batch >= 0 and r.compile_s > 0 and r.warmup_steps == 1
+        assert r.gflops_per_image == pytest.approx(2 * TINY_MACS / 1e9)
+        assert r.params == tiny_convnet().count_params()
+        assert r.achieved_tflops > 0
+    rs = bench.ratios(results)
+    assert [(r.source, r.baseline, r.batch_size) for r in rs] == [("kzoo", "keras", 2), ("kzoo", "keras", 4)]
+    for r in rs:
+        assert r.images_per_s_ratio > 0 and r.cpu_time_ratio is not None
+        assert r.pair_ratio_min <= r.images_per_s_ratio <= r.pair_ratio_max
+    table = bench.format_table(results)
+    assert "tiny" in table and "x keras" in table
+
+
+def test_run_benchmarks_train_and_oom_injection(monkeypatch):
+    real = bench.make_keras_step
+
+    def flaky(model, batch, mode="infer", jit=False, seed=0):
+        if batch > 2:
+            raise MemoryError(f"injected OOM at batch {batch}")
+        return real(model, batch, mode, jit, seed)
+
+    monkeypatch.setattr(bench, "make_keras_step", flaky)
+    (result,) = bench.run_benchmarks(
+        ["tiny"], [8], mode="train", sources=("kzoo",), warmup=1, repeats=1, min_time=0.01, build=_tiny_build
+    )
+    assert result.error is None
+    assert (result.requested_batch_size, result.batch_size, result.oom_retries) == (8, 2, 2)
+    assert result.mode == "train" and result.images_per_s > 0
+
+
+def test_build_errors_are_reported_not_raised():
+    def build(name, source, **kw):
+        if source == "keras":
+            raise LookupError("no such keras model")
+        return _tiny_build(name, source, **kw)
+
+    results = bench.run_benchmarks(["tiny"], [2], sources=("kzoo", "keras"), warmup=1, repeats=1,
+                                   min_time=0.01, build=build)
+    assert results[0].error is None
+    assert "LookupError" in results[1].error and results[1].images_per_s is None
+    assert bench.ratios(results) == []
+    assert "error" in bench.format_table(results)
+
+
+def test_device_peaks_from_reference():
+    tflops, basis = bench.device_peak("mixed_bfloat16", "NVIDIA H100 80GB HBM3")
+    assert tflops == 989.4 and "BF16" in basis and "dense" in basis
+    assert bench.device_peak("float32", "NVIDIA H200")[0] == 494.7
+    assert bench.device_peak("mixed_float16", "NVIDIA A100-SXM4-80GB")[0] == 312.0
+    assert bench.device_peak("mixed_bfloat16", "Some Other GPU") == (None, None)
+
+
+def test_keras_application_names():
+    assert bench.keras_application("resnet50") is keras.applications.ResNet50
+    assert bench.keras_application("efficientnetv2s") is keras.applications.EfficientNetV2S
+    assert bench.keras_application("mobilenetv3small") is keras.applications.MobileNetV3Small
+    assert bench.keras_application("resnet_v1_50") is None
+
+
+def test_result_names_encode_environment(tmp_path):
+    env = {"backend": "jax", "accelerator": "NVIDIA H100 80GB HBM3", "cpu": "x"}
+    stem = bench.result_stem(env, "infer", "mixed_bfloat16", True)
+    assert stem == "bench-infer-mixed_bfloat16-jax-jit-h100_80gb_hbm3"
+    out = bench.resolve_output(str(tmp_path) + os.sep, env, "infer", "mixed_bfloat16", True, ".json")
+    assert out == os.path.join(str(tmp_path), stem + ".json")
+    assert bench.resolve_output(str(tmp_path / "mine.csv"), env, "infer", "float32", False, ".csv").endswith(
+        "mine.csv")
+
+
+def test_cli_writes_json_csv_plot(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "build_model", _tiny_build)
+    outdir = str(tmp_path) + os.sep
+    code = bench.cli_main([
+        "resnet50", "--batch-size", "1", "2", "--repeats", "1", "--min-time", "0.01", "--warmup", "1",
+        "--json", outdir, "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "p.png"), "-q",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "resnet50" in printed and "x keras" in printed
+    (json_file,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
+    assert json_file.startswith(f"bench-infer-float32-{keras.backend.backend()}-nojit-")
+    payload = json.loads((tmp_path / json_file).read_text())
+    assert set(payload) == {"environment", "settings", "results", "ratios"}
+    assert payload["environment"]["backend"] == keras.backend.backend()
+    assert len(payload["results"]) == 4 and len(payload["ratios"]) == 2
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert [r["source"] for r in rows] == ["kzoo", "keras", "kzoo", "keras"]
+    assert rows[0]["ratio_vs_keras"] and not rows[1]["ratio_vs_keras"]
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_cli_rejects_unknown_model_and_baseline(capsys):
+    assert bench.cli_main(["no_such_model", "-q"]) == 2
+    assert bench.cli_main(["resnet50", "--compare", "onnx", "-q"]) == 2
+    assert "onnx" in capsys.readouterr().err
+
+
+def test_make_step_runs_on_device_resident_batch():
+    model = tiny_convnet()
+    step = bench.make_keras_step(model, 3, "infer")
+    out = step()
+    assert np.asarray(out).shape == (3, 10)
