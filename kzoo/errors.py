@@ -39,3 +39,7 @@ class ConversionError(KzooError):
 
 class UnsafeArchive(ConversionError):
     """An archive member would escape its folder, is a link out, or exceeds the size limits."""
+
+
+class InvalidFeatureIndex(KzooError, ValueError):
+    """``out_indices`` asks for a stride the network does not have (``create_model(..., features_only=True)``)."""
