@@ -154,13 +154,26 @@ def _record_pin(entry, sha256: str, size: int | None = None, source: str | None 
     registry.record_pin(entry, sha256, size=size, source=source)
 
 
+def _checked(expected: dict[str, str]) -> dict[str, str]:
+    """The hash actually verified: sha256 when pinned (md5 adds nothing then, and costs a second
+    digest per byte), else md5 as Keras pins it. Empty for an unpinned trust-on-first-use file."""
+    if "sha256" in expected:
+        return {"sha256": expected["sha256"]}
+    return dict(expected)
+
+
+def _algorithms(expected: dict[str, str]) -> tuple[str, ...]:
+    """Digests to compute for ``expected``: the checked one (sha256 for trust-on-first-use)."""
+    return tuple(_checked(expected)) or ("sha256",)
+
+
 def _problems(entry, size: int, digests: dict[str, str], expected: dict[str, str]) -> list[str]:
     """Why a file is not the one ``entry`` pins; empty when it is."""
     problems = []
     want_size = getattr(entry, "size", None)
     if want_size is not None and size != want_size:
         problems.append(f"size {size} (expected {want_size})")
-    for algorithm, want in expected.items():
+    for algorithm, want in _checked(expected).items():
         got = digests.get(algorithm)
         if got != want:
             problems.append(f"{algorithm} {got} (expected {want})")
@@ -223,7 +236,7 @@ def _digests_for(path: Path, algorithms, memo: _Memo, progress=None) -> dict[str
     """Digests of ``path`` for ``algorithms``, from the memo when the file is unchanged."""
     known = memo.lookup(path)
     if not set(algorithms) <= set(known):
-        known = {**known, **hash_file(path, sorted(set(algorithms) | {"sha256"}), progress)}
+        known = {**known, **hash_file(path, tuple(algorithms), progress)}
         memo.remember(path, known)
     return known
 
@@ -245,7 +258,7 @@ def cache_status(entry) -> CacheStatus:
     expected = expected_hashes(entry)
     if not expected:
         return CacheStatus(path, "unpinned", "present, no hash recorded yet")
-    digests = _digests_for(path, expected, _Memo(path.parent))
+    digests = _digests_for(path, _algorithms(expected), _Memo(path.parent))
     problems = _problems(entry, path.stat().st_size, digests, expected)
     return CacheStatus(path, "mismatch" if problems else "verified", "; ".join(problems))
 
@@ -258,7 +271,7 @@ def _cached_ok(path: Path, entry, expected: dict, memo: _Memo, progress) -> tupl
     size = path.stat().st_size
     if want_size is not None and size != want_size:
         return False, {}
-    digests = _digests_for(path, expected or ("sha256",), memo, progress)
+    digests = _digests_for(path, _algorithms(expected), memo, progress)
     if not expected:
         _record_pin(entry, digests["sha256"], size=size, source=f"cache {path}")
         return True, digests
@@ -549,8 +562,7 @@ def fetch(entry, progress: bool | None = None) -> Path:
 
 def _try_source(source, entry, expected, folder, target, memo, progress, offline) -> _Attempt | None:
     """Fetch from one source into a temp file; rename it into place if it verifies (returns None)."""
-    algorithms = sorted(set(expected) | {"sha256"})
-    hasher_box = [MultiHash(algorithms)]
+    hasher_box = [MultiHash(_algorithms(expected))]
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{entry.file_name}.", suffix=PART_SUFFIX)
     tmp = Path(tmp)
     try:
@@ -571,8 +583,7 @@ def _try_source(source, entry, expected, folder, target, memo, progress, offline
         digests = hasher_box[0].hexdigests()
         problems = _problems(entry, hasher_box[0].size, digests, expected)
         if problems:
-            actual = {a: v for a, v in digests.items() if a in expected} or digests
-            return _Attempt(source, "wrong bytes", f"got {_hash_text(actual)}", digests)
+            return _Attempt(source, "wrong bytes", "; ".join(problems), digests)
         if not expected:  # trust on first use: this download defines the file from now on
             _record_pin(entry, digests["sha256"], size=hasher_box[0].size, source=str(source))
         os.replace(tmp, target)

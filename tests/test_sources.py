@@ -387,3 +387,13 @@ def test_hash_file_matches_hashlib(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert sources.hash_file(path) == {"md5": hashlib.md5(data).hexdigest(), "sha256": sha256(data)}
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(server, register, weights, env, capsys):
+    url = server.serve("/w/m.h5", weights)
+    (entry,) = register(weights_entry("testnet.imagenet", weights, [url]))
+    sources.fetch(entry)  # stderr is not a terminal under pytest: quiet
+    assert capsys.readouterr().err == ""
+    (env / entry.file_name).unlink()
+    sources.fetch(entry, progress=True)
+    assert f"download {entry.file_name}" in capsys.readouterr().err
