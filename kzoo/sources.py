@@ -28,6 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,9 +264,15 @@ def cache_status(entry) -> CacheStatus:
     return CacheStatus(path, "mismatch" if problems else "verified", "; ".join(problems))
 
 
-def _cached_ok(path: Path, entry, expected: dict, memo: _Memo, progress) -> tuple[bool, dict]:
-    """Is the cached file the right one? Unpinned (trust-on-first-use) files are pinned here."""
-    if not path.is_file():
+def _cached_ok(path: Path, entry, expected: dict, memo: _Memo, progress,
+               trust_unpinned: bool = False) -> tuple[bool, dict]:
+    """Is the cached file the right one?
+
+    A file with no pin yet (trust on first use) that kzoo did not download itself (e.g. left by
+    keras.applications, maybe half-written) is trusted only with ``trust_unpinned``: when offline, or
+    when no source could be reached to download a copy. It is pinned then.
+    """
+    if not path.is_file() or (not expected and not trust_unpinned):
         return False, {}
     want_size = getattr(entry, "size", None)
     size = path.stat().st_size
@@ -529,10 +536,10 @@ def fetch(entry, progress: bool | None = None) -> Path:
     target = folder / entry.file_name
     memo = _Memo(folder)
     expected = expected_hashes(entry)
-    ok, cached_digests = _cached_ok(target, entry, expected, memo, progress)
+    offline = is_offline()
+    ok, cached_digests = _cached_ok(target, entry, expected, memo, progress, trust_unpinned=offline)
     if ok:
         return target
-    offline = is_offline()
     candidates = [s for s in sources_for(entry) if not offline or s.kind in ("folder", "hf")]
     if offline and not candidates:
         raise _offline_error(entry, expected, folder)
@@ -546,7 +553,8 @@ def fetch(entry, progress: bool | None = None) -> Path:
     from filelock import FileLock
 
     with FileLock(os.fspath(folder / LOCK_DIR / (entry.file_name + ".lock"))):
-        # Another process may have fetched the file while we waited for the lock.
+        # Another process may have fetched (and, for trust on first use, pinned) it while we waited.
+        expected = expected_hashes(entry)
         ok, cached_digests = _cached_ok(target, entry, expected, memo, progress)
         if ok:
             return target
@@ -557,6 +565,13 @@ def fetch(entry, progress: bool | None = None) -> Path:
             if attempt is None:
                 return target
             attempts.append(attempt)
+        if not expected and not any(a.outcome == "wrong bytes" for a in attempts):
+            # Nothing to compare with could be fetched: the unpinned cached file is all there is.
+            ok, cached_digests = _cached_ok(target, entry, expected, memo, progress, trust_unpinned=True)
+            if ok:
+                warnings.warn(f"Weights '{entry.id}': no source could be reached, so the unpinned cached file "
+                              f"{target} is trusted on first use and its sha256 pinned.", stacklevel=2)
+                return target
     raise _final_error(entry, expected, attempts, folder, offline, cached_digests)
 
 

@@ -294,6 +294,33 @@ def test_unpinned_entry_is_trusted_on_first_use_then_checked(server, register, w
     assert cache_listing(env) == []
 
 
+def test_unpinned_file_left_in_the_cache_is_not_trusted_while_a_source_answers(server, register, weights,
+                                                                               other_weights, env):
+    # e.g. a half-written file from keras.applications' own download of an unhashed MobileNet
+    url = server.serve("/w/m.h5", weights)
+    (entry,) = register(weights_entry("tofunet.imagenet", None, [url]))
+    env.mkdir(parents=True)
+    (env / entry.file_name).write_bytes(other_weights[:1000])
+    assert sources.fetch(entry).read_bytes() == weights
+    assert sources._pinned_sha256(entry) == sha256(weights)
+
+
+@pytest.mark.parametrize("how", ["offline", "unreachable"])
+def test_unpinned_cached_file_is_trusted_when_nothing_else_can_be_had(how, server, register, weights, env,
+                                                                      monkeypatch):
+    url = server.serve("/w/m.h5", weights, fault="404")
+    (entry,) = register(weights_entry("tofunet.imagenet", None, [url]))
+    env.mkdir(parents=True)
+    (env / entry.file_name).write_bytes(weights)
+    if how == "offline":
+        monkeypatch.setenv("KZOO_OFFLINE", "1")
+        assert sources.fetch(entry).read_bytes() == weights
+    else:
+        with pytest.warns(UserWarning, match="trusted on first use"):
+            assert sources.fetch(entry).read_bytes() == weights
+    assert sources._pinned_sha256(entry) == sha256(weights)
+
+
 # --------------------------------------------------------------------------------------------- concurrency
 
 _FETCH_SCRIPT = textwrap.dedent("""
