@@ -73,6 +73,7 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_tensor_name(x)) for x in graph.inputs
     ]
     values = {id(old): new for old, new in zip(graph.inputs, new_inputs)}
+    clones = {}
     for node in graph.nodes:
         op = node.operation
         if id(node) in plan.absorbed:
@@ -88,9 +89,13 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             _set_folded_weights(layer, op, fold)
             values[id(fold.last_output)] = out
             continue
-        new_op = _clone_operation(op, fold_batchnorm, fuse_activations, drop_identity)
+        # One clone per operation: a shared layer stays shared (and keeps its unique name).
+        first_call = id(op) not in clones
+        if first_call:
+            clones[id(op)] = _clone_operation(op, fold_batchnorm, fuse_activations, drop_identity)
+        new_op = clones[id(op)]
         out = new_op(*args, **kwargs)
-        if new_op is not op and hasattr(op, "get_weights") and not _is_functional(op):
+        if first_call and new_op is not op and hasattr(op, "get_weights") and not _is_functional(op):
             new_op.set_weights(op.get_weights())
         for old, new in zip(node.outputs, keras.tree.flatten(out)):
             values[id(old)] = new

@@ -1,0 +1,178 @@
+"""optimize_for_inference computes the same function as the model it rewrites.
+
+Deep random-weight nets are chaotic in float32 (testing_notes.md), so the model families are
+compared in float64 with a tight tolerance; one shallow float32 case checks the 1e-5 promise directly.
+BN moving statistics, gammas, betas and biases are randomised: with default initialisers a wrong
+fold (swapped mean/variance, forgotten epsilon) would pass unnoticed.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import kzoo
+from kzoo.optimize import optimize_for_inference
+
+
+def randomize(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for var in layer.weights:
+                short = var.path.rsplit("/", 1)[-1]
+                if short in ("gamma", "moving_variance"):
+                    var.assign(rng.uniform(0.5, 1.5, var.shape).astype(var.dtype))
+                else:
+                    var.assign(rng.normal(0, 0.1, var.shape).astype(var.dtype))
+        elif getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape).astype(layer.bias.dtype))
+    return model
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def _rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b).max() / np.abs(a).max()
+
+
+def _count(model, cls):
+    return sum(isinstance(layer, cls) for layer in _all_layers(model))
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_floatx("float32")
+
+
+FAMILIES = [
+    # (kzoo name, input size, BN layers that cannot be folded: they follow an add/concat/activation)
+    ("resnet50", 32, 0),
+    ("mobilenetv2", 32, 0),
+    ("efficientnetb0", 32, 0),
+    ("densenet121", 32, None),  # BN-ReLU-Conv: the BN after concatenations stay
+]
+
+
+@pytest.mark.parametrize("name,size,left", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_same_function_float64(float64, name, size, left):
+    model = randomize(kzoo.create_model(name, weights=None, input_shape=(size, size, 3), include_top=True))
+    fast = optimize_for_inference(model)
+    x = np.random.default_rng(1).normal(size=(2, size, size, 3))
+    err = _rel_err(model(x, training=False), fast(x, training=False))
+    assert err < 1e-10, f"{name}: relative error {err:.2e}"
+    bn_before = _count(model, keras.layers.BatchNormalization)
+    bn_after = _count(fast, keras.layers.BatchNormalization)
+    assert bn_after < bn_before
+    if left is not None:
+        assert bn_after == left
+    assert len(fast.layers) < len(model.layers)
+    assert fast.input_shape == model.input_shape and fast.output_shape == model.output_shape
+
+
+def test_same_function_float32_within_1e5():
+    model = randomize(kzoo.create_model("mobilenetv2", weights=None, input_shape=(96, 96, 3)))
+    fast = optimize_for_inference(model)
+    x = np.random.default_rng(2).uniform(-1, 1, size=(4, 96, 96, 3)).astype("float32")
+    assert _rel_err(model(x, training=False), fast(x, training=False)) < 1e-5
+
+
+def test_names_kept_weights_independent():
+    model = randomize(kzoo.create_model("resnet50", weights=None, input_shape=(64, 64, 3)))
+    fast = optimize_for_inference(model)
+    names = {layer.name for layer in fast.layers}
+    assert "conv2_block1_1_conv" in names and "conv2_block1_1_bn" not in names
+    assert "conv2_block1_1_relu" not in names  # fused into the conv
+    assert fast.get_layer("conv2_block1_1_conv").get_config()["activation"] == "relu"
+    assert fast.get_layer("conv2_block1_add").__class__ is keras.layers.Add
+    # The original is untouched and shares no variables with the result.
+    before = model.get_layer("conv1_conv").kernel.numpy().copy()
+    fast.get_layer("conv1_conv").kernel.assign(np.zeros_like(before))
+    np.testing.assert_array_equal(model.get_layer("conv1_conv").kernel.numpy(), before)
+
+
+def _small_net(bn_kwargs=None, conv_kwargs=None):
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(5, 3, padding="same", name="c1", **(conv_kwargs or {}))(inputs)
+    x = keras.layers.BatchNormalization(name="b1", **(bn_kwargs or {}))(x)
+    x = keras.layers.Activation("swish", name="a1")(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="b2", **(bn_kwargs or {}))(x)
+    x = keras.layers.ReLU(max_value=6.0, name="r2")(x)
+    x = keras.layers.SeparableConv2D(4, 3, padding="same", use_bias=False, name="sep")(x)
+    x = keras.layers.BatchNormalization(name="b3")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    x = keras.layers.Dense(7, name="fc")(x)
+    x = keras.layers.BatchNormalization(name="b4")(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize(
+    "bn_kwargs,conv_kwargs",
+    [({}, {}), ({"scale": False}, {}), ({"center": False}, {"use_bias": False}),
+     ({"scale": False, "center": False, "epsilon": 0.1}, {})],
+    ids=["plain", "no-scale", "no-center-no-bias", "bare-bn"],
+)
+def test_bn_variants_and_layer_kinds(float64, bn_kwargs, conv_kwargs):
+    model = randomize(_small_net(bn_kwargs, conv_kwargs), seed=3)
+    fast = optimize_for_inference(model)
+    x = np.random.default_rng(4).normal(size=(3, 6, 6, 3))
+    assert _rel_err(model(x, training=False), fast(x, training=False)) < 1e-12
+    kinds = [type(layer).__name__ for layer in fast.layers]
+    assert "BatchNormalization" not in kinds and "Dropout" not in kinds
+    assert "Activation" not in kinds and "ReLU" not in kinds
+    assert fast.get_layer("c1").get_config()["activation"] in ("swish", "silu")
+    assert fast.get_layer("dw").get_config()["activation"] == "relu6"
+
+
+def test_unfoldable_patterns_left_alone(float64):
+    inputs = keras.Input((5, 5, 2))
+    a = keras.layers.Conv2D(3, 1, activation="relu", name="act_conv")(inputs)
+    a = keras.layers.BatchNormalization(name="after_relu")(a)  # BN after a nonlinearity
+    b = keras.layers.Conv2D(3, 1, name="two_readers")(inputs)
+    b_bn = keras.layers.BatchNormalization(name="bn_two_readers")(b)
+    shared = keras.layers.Conv2D(3, 1, name="shared")
+    c = keras.layers.BatchNormalization(name="bn_shared")(shared(a))
+    d = shared(b_bn)
+    out = keras.layers.Concatenate()([a, b, b_bn, c, d])
+    model = randomize(keras.Model(inputs, out), seed=5)
+    fast = optimize_for_inference(model)
+    x = np.random.default_rng(6).normal(size=(2, 5, 5, 2))
+    assert _rel_err(model(x, training=False), fast(x, training=False)) < 1e-12
+    names = {layer.name for layer in fast.layers}
+    assert {"after_relu", "bn_two_readers", "bn_shared"} <= names
+
+
+def test_nested_and_sequential(float64):
+    inner = _small_net()
+    inputs = keras.Input((6, 6, 3))
+    outer = randomize(keras.Model(inputs, keras.layers.Dense(2, name="head")(inner(inputs))), seed=7)
+    fast = optimize_for_inference(outer)
+    x = np.random.default_rng(8).normal(size=(2, 6, 6, 3))
+    assert _rel_err(outer(x, training=False), fast(x, training=False)) < 1e-12
+    assert _count(fast, keras.layers.BatchNormalization) == 0
+
+    seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    randomize(seq, seed=9)
+    fast_seq = optimize_for_inference(seq)
+    v = np.random.default_rng(10).normal(size=(5, 4))
+    assert _rel_err(seq(v, training=False), fast_seq(v, training=False)) < 1e-12
+
+
+def test_subclassed_model_is_refused():
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="functional"):
+        optimize_for_inference(Sub())
