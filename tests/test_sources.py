@@ -159,9 +159,9 @@ def test_slow_first_byte_within_timeout(server, register, weights, monkeypatch):
 
 
 def test_first_byte_slower_than_timeout_tries_next_source(server, register, weights, env, monkeypatch):
-    monkeypatch.setenv("KZOO_TIMEOUT", "0.2")
+    monkeypatch.setenv("KZOO_TIMEOUT", "1")
     monkeypatch.setenv("KZOO_RETRIES", "1")
-    slow = server.serve("/slow/m.h5", weights, fault="slow", delay=1.0)
+    slow = server.serve("/slow/m.h5", weights, fault="slow", delay=3.0)
     good = server.serve("/good/m.h5", weights)
     (entry,) = register(weights_entry("testnet.imagenet", weights, [slow, good]))
     assert sources.fetch(entry).read_bytes() == weights
@@ -332,7 +332,8 @@ _FETCH_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_processes_download_once(server, register, weights, env, tmp_path):
+def test_two_processes_download_once(server, register, weights, env, tmp_path, monkeypatch):
+    monkeypatch.setenv("KZOO_TIMEOUT", "120")  # the held-open first download must not time out and retry
     markers = [tmp_path / "started-0", tmp_path / "started-1"]
 
     def hold_until_both_started():
