@@ -10,6 +10,9 @@ What it does to a Keras functional model (any backend):
 * **Activation fusion.** When the folded BN (or the bare linear conv) feeds only an
   ``Activation`` or a plain ``ReLU``/``ReLU(max_value=6)`` layer, that activation moves into the
   layer, so backends that fuse conv+bias+activation (oneDNN, cuDNN, XLA) see one op.
+* **Padding folding.** ``ZeroPadding2D`` followed by a ``padding="valid"`` convolution becomes one
+  ``padding="same"`` convolution when the explicit pads are exactly the "same" pads for the model's
+  input size (the MobileNet/EfficientNet stride-2 blocks): one memory pass less, same numbers.
 * **Inference no-ops removed:** Dropout and the noise layers, which are the identity in inference.
 
 Everything else is cloned unchanged (``from_config`` + weights), so the result shares no state with
@@ -19,6 +22,8 @@ only**: folding BN makes the statistics disappear, so do not fine-tune the optim
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -45,7 +50,8 @@ _INFERENCE_IDENTITY = (
 )
 
 
-def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True, drop_identity=True):
+def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True, drop_identity=True,
+                           fold_padding=True):
     """Return a new functional model that computes ``model(x, training=False)`` with fewer layers.
 
     Args:
@@ -53,6 +59,8 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         fold_batchnorm: fold BatchNormalization into the preceding conv/dense layer.
         fuse_activations: move a following ``Activation``/``ReLU`` layer into the folded layer.
         drop_identity: remove Dropout and noise layers.
+        fold_padding: turn ``ZeroPadding2D`` + ``padding="valid"`` conv into one ``padding="same"``
+            conv when the explicit padding is exactly what "same" pads for that input size.
 
     Returns:
         A ``keras.Model`` with the same inputs and outputs (shapes, dtypes, names). Outputs agree
@@ -67,7 +75,7 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             f"{type(model).__name__}; subclassed models have no graph to rewrite."
         )
     graph = _Graph(model)
-    plan = _plan(graph, fold_batchnorm, fuse_activations, drop_identity)
+    plan = _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding)
 
     new_inputs = [
         keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_tensor_name(x)) for x in graph.inputs
@@ -83,8 +91,9 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             continue
         args, kwargs = node.arguments.fill_in(values)
         fold = plan.folds.get(id(node))
+        same = id(node) in plan.same_padding
         if fold is not None:
-            layer = _folded_layer(op, fold)
+            layer = _folded_layer(op, fold, same)
             out = layer(*args, **kwargs)
             _set_folded_weights(layer, op, fold)
             values[id(fold.last_output)] = out
@@ -92,7 +101,8 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         # One clone per operation: a shared layer stays shared (and keeps its unique name).
         first_call = id(op) not in clones
         if first_call:
-            clones[id(op)] = _clone_operation(op, fold_batchnorm, fuse_activations, drop_identity)
+            clones[id(op)] = _clone_operation(
+                op, fold_batchnorm, fuse_activations, drop_identity, fold_padding, same)
         new_op = clones[id(op)]
         out = new_op(*args, **kwargs)
         if first_call and new_op is not op and hasattr(op, "get_weights") and not _is_functional(op):
@@ -154,15 +164,22 @@ class _Plan:
         self.folds: dict[int, _Fold] = {}  # id(conv node) -> what to fold into it
         self.absorbed: set[int] = set()  # ids of BN/activation nodes folded into a layer
         self.identity: set[int] = set()  # ids of no-op nodes replaced by their input
+        self.same_padding: set[int] = set()  # ids of conv nodes whose ZeroPadding2D became "same"
 
 
-def _plan(graph, fold_batchnorm, fuse_activations, drop_identity):
+def _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding):
     plan = _Plan()
     for node in graph.nodes:
         op = node.operation
         kind = type(op).__name__
         if drop_identity and kind in _INFERENCE_IDENTITY and len(node.input_tensors) == 1:
             plan.identity.add(id(node))
+            continue
+        if fold_padding and kind == "ZeroPadding2D" and graph.calls[id(op)] == 1:
+            conv_node = graph.only_consumer(node.outputs[0])
+            if conv_node is not None and _padding_is_same(op, node, conv_node, graph):
+                plan.identity.add(id(node))
+                plan.same_padding.add(id(conv_node))
             continue
         if kind not in _CONV_LIKE or graph.calls[id(op)] != 1 or len(node.outputs) != 1:
             continue
@@ -229,6 +246,33 @@ def _fusable_activation(layer):
     return None
 
 
+def _padding_is_same(pad_layer, pad_node, conv_node, graph):
+    """True when ZeroPadding2D -> conv("valid") equals conv("same") on this input size.
+
+    "same" pads ``total = max((ceil(n / s) - 1) * s + k - n, 0)`` per spatial axis, ``total // 2``
+    before and the rest after, identically on every Keras backend.
+    """
+    conv = conv_node.operation
+    if type(conv).__name__ not in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
+        return False
+    if graph.calls[id(conv)] != 1 or conv_node.input_tensors[0] is not pad_node.outputs[0]:
+        return False
+    cfg, pad_cfg = conv.get_config(), pad_layer.get_config()
+    if cfg.get("padding") != "valid" or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1):
+        return False
+    if cfg.get("data_format") != pad_cfg.get("data_format"):
+        return False
+    shape = tuple(pad_node.input_tensors[0].shape)
+    spatial = shape[2:4] if cfg.get("data_format") == "channels_first" else shape[1:3]
+    if any(n is None for n in spatial):
+        return False  # "same" depends on the size; unknown sizes cannot be checked
+    for n, k, s, (before, after) in zip(spatial, cfg["kernel_size"], cfg["strides"], pad_cfg["padding"]):
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        if (before, after) != (total // 2, total - total // 2):
+            return False
+    return True
+
+
 def _channel_axis(layer, tensor):
     rank = len(tensor.shape)
     if type(layer).__name__ != "Dense" and layer.get_config().get("data_format") == "channels_first":
@@ -248,7 +292,7 @@ def _bn_axis_matches(bn, layer, tensor):
 # rebuilding layers
 
 
-def _clone_operation(op, fold_batchnorm, fuse_activations, drop_identity):
+def _clone_operation(op, fold_batchnorm, fuse_activations, drop_identity, fold_padding, same=False):
     """A fresh copy of a layer (weights set by the caller), a recursively optimised sub-model, or
     the same object for stateless operations (``keras.ops`` calls recorded in the graph)."""
     import keras
@@ -259,14 +303,20 @@ def _clone_operation(op, fold_batchnorm, fuse_activations, drop_identity):
             fold_batchnorm=fold_batchnorm,
             fuse_activations=fuse_activations,
             drop_identity=drop_identity,
+            fold_padding=fold_padding,
         )
     if not isinstance(op, keras.layers.Layer):
         return op
-    return op.__class__.from_config(op.get_config())
+    config = op.get_config()
+    if same:
+        config["padding"] = "same"
+    return op.__class__.from_config(config)
 
 
-def _folded_layer(layer, fold):
+def _folded_layer(layer, fold, same=False):
     config = layer.get_config()
+    if same:
+        config["padding"] = "same"
     if fold.bn is not None:
         config["use_bias"] = True
         config["bias_initializer"] = "zeros"

@@ -76,6 +76,9 @@ def test_same_function_float64(float64, name, size, left):
     if left is not None:
         assert bn_after == left
     assert len(fast.layers) < len(model.layers)
+    if name in ("mobilenetv2", "efficientnetb0"):  # their stride-2 pads are exactly "same" pads
+        assert _count(model, keras.layers.ZeroPadding2D) > 0
+        assert _count(fast, keras.layers.ZeroPadding2D) == 0
     assert fast.input_shape == model.input_shape and fast.output_shape == model.output_shape
 
 
@@ -133,6 +136,25 @@ def test_bn_variants_and_layer_kinds(float64, bn_kwargs, conv_kwargs):
     assert "Activation" not in kinds and "ReLU" not in kinds
     assert fast.get_layer("c1").get_config()["activation"] in ("swish", "silu")
     assert fast.get_layer("dw").get_config()["activation"] == "relu6"
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_padding_folding(float64, size):
+    inputs = keras.Input((size, size, 2))
+    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad_end")(inputs)  # "same" for even sizes
+    x = keras.layers.DepthwiseConv2D(3, strides=2, name="dw_s2")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pad_sym")(x)  # "same" for 3x3 stride 1, any size
+    x = keras.layers.Conv2D(3, 3, name="conv_s1")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pad_s2")(x)  # 3x3 stride 2: "same" pads 0/1 or 1/1
+    x = keras.layers.Conv2D(3, 3, strides=2, name="conv_s2")(x)
+    model = randomize(keras.Model(inputs, x), seed=11)
+    fast = optimize_for_inference(model)
+    v = np.random.default_rng(12).normal(size=(2, size, size, 2))
+    assert _rel_err(model(v, training=False), fast(v, training=False)) < 1e-12
+    names = {layer.name for layer in fast.layers}
+    assert "pad_sym" not in names
+    assert ("pad_end" in names) == (size % 2 == 1)
+    assert fast.get_layer("conv_s1").get_config()["padding"] == "same"
 
 
 def test_unfoldable_patterns_left_alone(float64):
