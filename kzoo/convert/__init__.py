@@ -243,8 +243,8 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
         checkpoint_classes = shapes[head][-1] if head else None
         drop = checkpoint_classes == 1001 and not keep_background
         classes = checkpoint_classes - 1 if drop else checkpoint_classes
-        plan, stray = _plan(model_name, classes, include_top, drop, checkpoint_classes,
-                            tuple(sorted(shapes.items())))
+        variables = tuple(sorted(shapes.items())) if family.needs_variables else ()
+        plan, stray = _plan(model_name, classes, include_top, drop, checkpoint_classes, variables)
 
         report = ConversionReport(Path(os.fspath(src)), ckpt.path, ckpt.format, model_name, output,
                                   include_top, classes if include_top else None, checkpoint_classes,

@@ -78,7 +78,8 @@ class RuleContext:
     drop_background:    True when the 1001-class head is being cut to 1000 classes.
     include_top:        whether the target model has its classification head.
     variables:          every checkpoint variable name -> shape (EMA shadows included), for
-                        families whose variable set depends on the checkpoint.
+                        families registered with ``needs_variables=True`` (empty otherwise, so
+                        the converter can reuse one plan for every checkpoint of a model).
     """
 
     model_name: str
@@ -99,6 +100,7 @@ class Family:
     models: tuple
     rules: RuleFunction
     head: str | None
+    needs_variables: bool = False
 
     def head_variable(self, model_name: str) -> str | None:
         return self.head.format(model=model_name) if self.head else None
@@ -107,15 +109,19 @@ class Family:
 FAMILIES: dict[str, Family] = {}  # kzoo model name -> Family
 
 
-def register_family(*model_names: str, head: str | None = None):
+def register_family(*model_names: str, head: str | None = None, needs_variables: bool = False):
     """Decorator: register ``rules(model, ctx)`` as the converter for ``model_names``.
+
+    ``needs_variables=True`` when the rules depend on which variables the checkpoint holds
+    (``ctx.variables``); the converter then plans each checkpoint separately.
 
     Modules named ``kzoo/convert/slim_*.py`` are imported automatically, so adding a family is
     adding a file.
     """
 
     def decorate(function: RuleFunction) -> RuleFunction:
-        family = Family(function.__module__.rsplit(".", 1)[-1], tuple(model_names), function, head)
+        family = Family(function.__module__.rsplit(".", 1)[-1], tuple(model_names), function, head,
+                        needs_variables)
         for model_name in model_names:
             previous = FAMILIES.get(model_name)
             if previous is not None and previous.rules is not function:
