@@ -128,9 +128,8 @@ def check_model(model_name, build, size, tmp_path, formats=("v1", "v2"), *, clas
         expected = expected[:, 1:]  # the converter drops slim's background class by default
     if class_order is not None:
         expected = expected[:, class_order]
-    feed = 2.0 * inputs - 1.0 if kwargs.get("input_range") == (0.0, 1.0) else inputs
     reports = []
-    for actual, report in kzoo_logits(model_name, {fmt: paths[fmt] for fmt in formats}, feed, tmp_path):
+    for actual, report in kzoo_logits(model_name, {fmt: paths[fmt] for fmt in formats}, inputs, tmp_path):
         assert_logits_close(actual, expected)
         reports.append(report)
     return reports
@@ -359,7 +358,7 @@ def shufflenet_v2_reference(images, stage2_channels=48, num_classes=1000):
 
 
 def test_shufflenet_v2_050_matches_reference(tmp_path):
-    # The checkpoint's classes are in ILSVRC devkit order; kzoo's are Keras' order.
+    # Both take RGB in [0, 1]. The checkpoint's classes are in ILSVRC devkit order, kzoo's in Keras' order.
     check_model("shufflenet_v2_050", shufflenet_v2_reference, 96, tmp_path, formats=("v1", "v2"),
                 class_order=devkit_to_keras(), input_range=(0.0, 1.0))
 
@@ -392,6 +391,19 @@ def test_builders_are_registered_with_keras_signature(name, builder, params):
     assert len(notop.output_shape) == 2
     with pytest.raises(ValueError):
         create_model(name, weights="not-a-tag")
+
+
+def test_preprocess_input_follows_slim():
+    pixels = np.array([[[[0.0, 127.5, 255.0]]]])
+    np.testing.assert_allclose(kzoo.inception.preprocess_input(pixels.copy()), [[[[-1.0, 0.0, 1.0]]]])
+    # vgg_preprocessing: RGB order kept, RGB means subtracted, no scaling
+    np.testing.assert_allclose(kzoo.resnet_v1.preprocess_input(pixels.copy()),
+                               [[[[-123.68, 127.5 - 116.78, 255.0 - 103.94]]]], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kzoo.resnet_v1.preprocess_input(
+        keras.ops.convert_to_tensor(pixels))), [[[[-123.68, 127.5 - 116.78, 255.0 - 103.94]]]], rtol=1e-6)
+    # ShuffleNet v2 standardises inside the model: it takes [0, 1]
+    np.testing.assert_allclose(kzoo.shufflenet_v2.preprocess_input(pixels.copy()), [[[[0.0, 0.5, 1.0]]]])
+    assert kzoo.ShuffleNetV2.preprocess_input is kzoo.shufflenet_v2.preprocess_input
 
 
 def test_strided_resnet_v1_unit_is_the_last_one():

@@ -6,8 +6,9 @@ Conv5 1x1 (1024) -> global average -> ``predictions``. Every 1x1 conv is bias-fr
 eps 1e-3) + ReLU; every depthwise 3x3 is bias-free + BN, no ReLU. The first unit of a stage
 downsamples both halves (a main branch 1x1 -> dw/2 -> 1x1 and a ``second_branch`` dw/2 -> 1x1);
 later units concatenate the two halves, shuffle channels (interleave), split, and transform the
-first half. The source graph receives RGB in [0, 1] and computes ``2x - 1`` itself; this builder
-takes the already-scaled [-1, 1] input (``preprocess_input``).
+first half. Like the source graph, the model takes RGB in [0, 1] and computes ``2x - 1`` itself
+(layer ``standardize_input``); ``preprocess_input`` maps 0..255 pixels to [0, 1] (registry
+preprocessing ``unit``).
 
 Layer names follow the checkpoint's scopes: ``ShuffleNetV2/Stage3/unit_1/second_branch/depthwise``
 -> ``Stage3_unit1_second_branch_depthwise`` (its ``batch_norm`` -> ``..._bn``); ``classifier`` ->
@@ -18,6 +19,7 @@ ILSVRC-devkit order.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from kzoo.architectures import _common, _slim
@@ -113,7 +115,8 @@ def ShuffleNetV2(
         classifier_activation=classifier_activation, default_size=224, min_size=32)
     img_input = _common.make_input(input_tensor, input_shape)
 
-    x = _slim.conv_bn(img_input, 24, 3, "Conv1", strides=2, epsilon=BN_EPSILON, scale=True)
+    x = layers.Rescaling(2.0, offset=-1.0, name="standardize_input")(img_input)
+    x = _slim.conv_bn(x, 24, 3, "Conv1", strides=2, epsilon=BN_EPSILON, scale=True)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="MaxPool")(x)
     out_channels = STAGE2_CHANNELS[alpha]
     for stage, units in STAGE_UNITS:
@@ -127,5 +130,15 @@ def ShuffleNetV2(
 
 register_model("shufflenet_v2_050", alpha=0.5)(ShuffleNetV2)
 
-preprocess_input = _slim.preprocess_inception
+
+def preprocess_input(x, data_format=None):
+    """0..255 RGB -> [0, 1] (the model standardises to [-1, 1] itself). ``data_format`` is accepted
+    for keras.applications compatibility; scaling does not depend on it."""
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(keras.config.floatx())
+        return x / 255.0
+    return ops.cast(x, keras.config.floatx()) / 255.0
+
+
 decode_predictions = _slim.decode_predictions
