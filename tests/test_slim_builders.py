@@ -414,6 +414,16 @@ def test_strided_resnet_v1_unit_is_the_last_one():
     assert model.get_layer("block4_unit3_out").output.shape[1] == 7
 
 
+@pytest.mark.parametrize("name,layers", [
+    ("resnet_v1_50", ["block1_unit2_out", "block2_unit3_out", "block3_unit5_out", "block4_unit3_out"]),
+    ("shufflenet_v2_050", ["MaxPool", "Stage2", "Stage3", "Conv5_relu"]),
+])
+def test_features_only(name, layers):
+    model = create_model(name, features_only=True, input_shape=(224, 224, 3))
+    assert [info["layer"] for info in model.feature_info] == layers
+    assert [output.shape[1] for output in model.outputs] == [56, 28, 14, 7]
+
+
 def test_shufflenet_round_trips_through_keras_saving(tmp_path):
     model = create_model("shufflenet_v2_050", input_shape=(64, 64, 3), classes=10)
     path = tmp_path / "m.keras"

@@ -34,29 +34,42 @@ STAGE_UNITS = (("Stage2", 4), ("Stage3", 8), ("Stage4", 4))
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class ConcatShuffleSplit(layers.Layer):
-    """``concat([x, y])``, a two-group channel shuffle (x0, y0, x1, y1, ...), then split in halves."""
+class ShuffleHalf(layers.Layer):
+    """Half ``half`` (0 or 1) of ``concat([x, y])`` after a two-group channel shuffle.
 
-    def __init__(self, data_format=None, **kwargs):
+    The source's ``concat_shuffle_split`` interleaves the channels of ``x`` and ``y``
+    (x0, y0, x1, y1, ...) and splits the result in two; half 0 is the interleave of the first
+    halves of ``x`` and ``y``, half 1 of their second halves. One single-output layer per half keeps
+    the functional graph simple (feature extraction, plotting, saving).
+    """
+
+    def __init__(self, half, data_format=None, **kwargs):
         super().__init__(**kwargs)
+        if half not in (0, 1):
+            raise ValueError(f"half must be 0 or 1; received {half}")
+        self.half = half
         self.data_format = data_format or keras.config.image_data_format()
+
+    def _axis(self):
+        return 1 if self.data_format == "channels_first" else 3
 
     def call(self, inputs):
         x, y = inputs
-        axis = 1 if self.data_format == "channels_first" else 3
+        axis = self._axis()
+        channels = x.shape[axis]
+        start, stop = self.half * channels // 2, (self.half + 1) * channels // 2
+        x, y = (ops.take(t, ops.arange(start, stop), axis=axis) for t in (x, y))
         z = ops.stack([x, y], axis=axis + 1)  # channel c of x and of y side by side
-        shape = ops.shape(x)
-        merged = list(shape)
-        merged[axis] = 2 * x.shape[axis]
-        merged[0] = -1
-        z = ops.reshape(z, merged)
-        return ops.split(z, 2, axis=axis)
+        shape = list(ops.shape(x))
+        shape[0] = -1
+        shape[axis] = 2 * (stop - start)
+        return ops.reshape(z, shape)
 
     def compute_output_shape(self, input_shape):
-        return [tuple(input_shape[0]), tuple(input_shape[0])]
+        return tuple(input_shape[0])
 
     def get_config(self):
-        return {**super().get_config(), "data_format": self.data_format}
+        return {**super().get_config(), "half": self.half, "data_format": self.data_format}
 
 
 def _conv_bn(x, filters, name):
@@ -89,7 +102,7 @@ def downsampling_unit(x, out_channels, name):
 def shufflenet_stage(x, name, units, out_channels):
     x, y = downsampling_unit(x, out_channels, f"{name}_unit1")
     for unit in range(2, units + 1):
-        x, y = ConcatShuffleSplit(name=f"{name}_unit{unit}_shuffle")([x, y])
+        x, y = (ShuffleHalf(half, name=f"{name}_unit{unit}_shuffle{half}")([x, y]) for half in (0, 1))
         x = basic_unit(x, f"{name}_unit{unit}")
     return _slim.concat([x, y], name)
 
