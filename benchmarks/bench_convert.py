@@ -1,0 +1,101 @@
+"""Checkpoint -> h5 conversion speed for a resnet_v2_50-sized checkpoint (25.6 M floats, ~100 MB).
+
+Reports MB/s (checkpoint bytes read per second) and the ratio to the I/O floor: reading the
+checkpoint's bytes plus writing as many bytes as the h5 has, with plain file I/O. Goal: within 2x.
+
+The Keras model the converter plans against is built once in warm-up (``_plan`` caches it per
+process): it costs the same for any checkpoint size and is not I/O. The cold figure, with the
+model build, is in ``extra_info["cold_seconds"]``.
+
+    python -m pytest benchmarks/bench_convert.py --benchmark-only -q -s
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+pytest.importorskip("tensorflow")
+
+from _ckpt_helpers import v2_files, write_checkpoint  # noqa: E402
+
+from kzoo.convert import _family, _plan, convert_checkpoint  # noqa: E402
+
+MODEL = "resnet_v2_50"
+
+
+def _checkpoint_arrays(model_name: str) -> dict:
+    """Random arrays under the slim names and shapes the rules expect (a 1001-class head)."""
+    plan, _ = _plan(model_name, 1000, True, True, 1001, ())
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for _, slots in plan:
+        for slot in slots:
+            shape = list(slot.shape)
+            if slot.rule.class_axis is not None:
+                shape[-1] += 1  # the background class
+                if len(shape) == 2:  # slim's logits are a 1x1 conv
+                    shape = [1, 1] + shape
+            arrays[slot.rule.variable] = rng.standard_normal(shape, dtype=np.float32)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_convert")
+    arrays = _checkpoint_arrays(MODEL)
+    return {
+        "V2": Path(write_checkpoint(root / "v2" / "model.ckpt", arrays, "V2")),
+        "V1": Path(write_checkpoint(root / "v1" / f"{MODEL}.ckpt", arrays, "V1")),
+        "out": root / "out.h5",
+    }
+
+
+def _floor_seconds(files, out_bytes: int, out_path: Path, repeats: int = 5) -> float:
+    """Best of ``repeats``: read every checkpoint file, write ``out_bytes`` to a file."""
+    payload = np.random.default_rng(1).bytes(out_bytes)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for f in files:
+            with open(f, "rb") as handle:
+                while handle.read(1 << 24):
+                    pass
+        with open(out_path, "wb") as handle:
+            handle.write(payload)
+        best = min(best, time.perf_counter() - start)
+    os.remove(out_path)
+    return best
+
+
+@pytest.mark.parametrize("version", ["V2", "V1"])
+def test_convert_speed(benchmark, checkpoints, version):
+    src, out = checkpoints[version], checkpoints["out"]
+    _plan.cache_clear()
+    start = time.perf_counter()
+    report = convert_checkpoint(src, MODEL, out)  # cold: builds the Keras model once
+    cold = time.perf_counter() - start
+    files = v2_files(src) if version == "V2" else [src]
+    read_bytes = sum(f.stat().st_size for f in files if not f.name == "checkpoint")
+    floor = _floor_seconds(files, report.bytes_written, out.with_suffix(".floor"))
+
+    report = benchmark.pedantic(convert_checkpoint, args=(src, MODEL, out), rounds=5, warmup_rounds=1)
+    seconds = benchmark.stats.stats.min
+    info = {
+        "checkpoint_MB": round(read_bytes / 1e6, 1),
+        "h5_MB": round(report.bytes_written / 1e6, 1),
+        "MB_per_s": round(read_bytes / 1e6 / seconds, 1),
+        "floor_seconds": round(floor, 4),
+        "ratio_to_floor": round(seconds / floor, 2),
+        "cold_seconds": round(cold, 2),
+        "family": _family(MODEL).name,
+    }
+    benchmark.extra_info.update(info)
+    print(f"\n{MODEL} {version}: {info}")
