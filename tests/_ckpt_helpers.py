@@ -6,7 +6,6 @@ Checkpoints are written the way TF-slim users wrote them: a ``tf.compat.v1.train
 
 from __future__ import annotations
 
-import io
 import tarfile
 import zipfile
 from pathlib import Path
@@ -63,10 +62,3 @@ def make_zip(path, files: dict) -> Path:
             zf.write(str(source), arcname=name)
     return Path(path)
 
-
-def tar_member(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attrs):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    tar.addfile(info, io.BytesIO(data) if info.isreg() else None)

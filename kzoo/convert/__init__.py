@@ -205,7 +205,7 @@ def _default_output(model_name: str) -> Path:
 
 def convert_checkpoint(src, model: str, output=None, keep_background: bool = False, use_ema: bool = True,
                        *, include_top: bool = True, progress: bool | None = None,
-                       workdir=None) -> ConversionReport:
+                       workdir=None, hint: str | None = None) -> ConversionReport:
     """Convert a TF-slim checkpoint into a Keras h5 weight file for the kzoo model ``model``.
 
     src:             V1 checkpoint file, V2 prefix, folder, or .tar.gz/.tgz/.zip archive.
@@ -216,6 +216,8 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
     use_ema:         read ``<var>/ExponentialMovingAverage`` shadows when present.
     include_top:     write the classification head too (False: a notop file).
     progress:        tqdm bar (None: only when stderr is a terminal).
+    hint:            file-name prefix that picks the checkpoint when a folder or archive holds
+                     several (default: the model name).
 
     Raises ConversionError naming every missing variable and shape mismatch (nothing is written),
     UnsafeArchive for archives that would escape their folder or exceed the size limits.
@@ -229,17 +231,17 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
     family = _family(model_name)
     output = Path(output) if output is not None else _default_output(model_name)
 
-    with open_checkpoint(src, hint=model_name, workdir=workdir) as ckpt:
+    with open_checkpoint(src, hint=hint or model_name, workdir=workdir) as ckpt:
         shapes = ckpt.shapes()
         head = family.head_variable(model_name)
         if head is not None and head not in shapes:
             guesses = [g for g in _guess_models(shapes) if g != model_name]
             scopes = sorted({name.split("/")[0] for name in shapes})[:8]
-            hint = (f"It looks like a checkpoint for {', '.join(guesses)}: convert it with --model {guesses[0]}."
-                    if guesses else f"Its top-level scopes are {scopes}.")
+            advice = (f"It looks like a checkpoint for {', '.join(guesses)}: convert it with --model {guesses[0]}."
+                      if guesses else f"Its top-level scopes are {scopes}.")
             raise ConversionError(
                 f"{ckpt.path}: this is not a {model_name} checkpoint (its head variable {head!r} is "
-                f"missing). {hint}")
+                f"missing). {advice}")
         checkpoint_classes = shapes[head][-1] if head else None
         drop = checkpoint_classes == 1001 and not keep_background
         classes = checkpoint_classes - 1 if drop else checkpoint_classes
@@ -354,7 +356,8 @@ def converted_weights_path(entry, archive_path) -> Path:
     The h5 is cached in ``<cache>/converted/`` under the source's sha256, the converter version and
     the conversion options, so a second call (any process) only checks that the file exists.
     The entry's ``conversion`` block may set ``model`` (default: ``entry.model``),
-    ``keep_background`` (default False), ``use_ema`` (default True).
+    ``keep_background`` (default False), ``use_ema`` (default True) and ``checkpoint`` (the
+    checkpoint's file name inside an archive, used when it holds several).
     """
     from filelock import FileLock
 
@@ -378,7 +381,8 @@ def converted_weights_path(entry, archive_path) -> Path:
         if target.exists():  # another process converted it while we waited
             return target
         convert_checkpoint(archive_path, model_name, target, keep_background=keep_background,
-                           use_ema=use_ema, include_top=include_top, workdir=folder / "tmp")
+                           use_ema=use_ema, include_top=include_top, workdir=folder / "tmp",
+                           hint=options.get("checkpoint"))
     return target
 
 
