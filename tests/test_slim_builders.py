@@ -359,8 +359,14 @@ def shufflenet_v2_reference(images, stage2_channels=48, num_classes=1000):
 
 def test_shufflenet_v2_050_matches_reference(tmp_path):
     # Both take RGB in [0, 1]. The checkpoint's classes are in ILSVRC devkit order, kzoo's in Keras' order.
-    check_model("shufflenet_v2_050", shufflenet_v2_reference, 96, tmp_path, formats=("v1", "v2"),
+    reports = check_model("shufflenet_v2_050", shufflenet_v2_reference, 96, tmp_path, formats=("v1", "v2"),
                 class_order=devkit_to_keras(), input_range=(0.0, 1.0))
+    # The converted file is a plain legacy h5: Keras' own load_weights reads it too.
+    model = create_model("shufflenet_v2_050", input_shape=(96, 96, 3))
+    model.load_weights(reports[0].output)
+    reference = create_model("shufflenet_v2_050", input_shape=(96, 96, 3), weights=str(reports[0].output))
+    x = np.random.default_rng(3).uniform(0, 1, (1, 96, 96, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), reference.predict(x, verbose=0))
 
 
 def test_devkit_permutation_is_the_published_one():
