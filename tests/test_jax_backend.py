@@ -1,0 +1,83 @@
+"""kzoo builders use Keras 3 ops only: the same weights give the same outputs under KERAS_BACKEND=jax.
+
+The TensorFlow side (this process) loads a tf_keras-written legacy h5 into the kzoo model and records its
+outputs on random inputs; a subprocess with ``KERAS_BACKEND=jax`` (and 64-bit JAX) builds the same kzoo
+model, loads the same file with kzoo's loader, and must reproduce those outputs in float64.
+
+Tolerance 1e-6, not ~1e-12: Keras' TensorFlow backend turns Python-float constants (``Rescaling(1/255)``,
+the fixed statistics of ``Normalization(mean=..., variance=...)``) into float32 tensors before casting
+them to float64 (``tf.cast`` of a Python float), which JAX does not; that alone gives ~6e-8 at the input
+(measured). keras.applications has the same difference. A wrong op or weight gives O(1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from compat import float64, keras2_weights_file, relative_error
+
+pytest.importorskip("jax")
+
+SIZE = (32, 32, 3)
+# Weighted preprocessing + SE blocks; custom layers (LayerScale) + nested Sequentials + grouped convs;
+# a plain classic from the other builders' families.
+CASES = [("EfficientNetB0", False), ("ConvNeXtTiny", False), ("ResNet50", False)]
+
+_CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    keras.config.set_floatx("float64")
+    import kzoo
+    job = json.loads(sys.argv[1])
+    data = np.load(job["inputs"])
+    results = {}
+    for name, include_top, weights in job["cases"]:
+        keras.backend.clear_session()
+        model = getattr(kzoo, name)(weights=weights, include_top=include_top, input_shape=tuple(job["size"]))
+        results[name] = np.asarray(model(data["x"], training=False))
+    np.savez(job["outputs"], **results)
+""")
+
+
+def test_jax_backend_matches_tensorflow(tmp_path):
+    import keras
+    import tf_keras
+
+    import kzoo
+
+    try:
+        kzoo.models.get_model_spec("resnet50")
+        cases = CASES
+    except Exception:  # the classic families are another module's; run without them if absent
+        cases = [case for case in CASES if case[0] != "ResNet50"]
+
+    x = np.random.default_rng(7).uniform(0, 255, (2, *SIZE))
+    expected, jobs = {}, []
+    for name, include_top in cases:
+        tf_keras.backend.clear_session()  # the file's auto-named layers get fresh-session names
+        path = keras2_weights_file(name, include_top, SIZE)
+        with float64():
+            keras.backend.clear_session()
+            model = getattr(kzoo, name)(weights=path, include_top=include_top, input_shape=SIZE)
+            expected[name] = np.asarray(model(x, training=False))
+        jobs.append((name, include_top, path))
+    np.savez(tmp_path / "inputs.npz", x=x)
+
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
+    job = dict(cases=jobs, size=list(SIZE), inputs=str(tmp_path / "inputs.npz"), outputs=str(tmp_path / "out.npz"))
+    done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    actual = np.load(tmp_path / "out.npz")
+    for name, _ in cases:
+        assert actual[name].dtype == np.float64
+        assert relative_error(actual[name], expected[name]) <= 1e-6, name
