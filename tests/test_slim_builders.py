@@ -362,7 +362,7 @@ def test_shufflenet_v2_050_matches_reference(tmp_path):
     reports = check_model("shufflenet_v2_050", shufflenet_v2_reference, 96, tmp_path, formats=("v1", "v2"),
                 class_order=devkit_to_keras(), input_range=(0.0, 1.0))
     # The converted file is a plain legacy h5: Keras' own load_weights reads it too.
-    model = create_model("shufflenet_v2_050", input_shape=(96, 96, 3))
+    model = create_model("shufflenet_v2_050", weights=None, input_shape=(96, 96, 3))
     model.load_weights(reports[0].output)
     reference = create_model("shufflenet_v2_050", input_shape=(96, 96, 3), weights=str(reports[0].output))
     x = np.random.default_rng(3).uniform(0, 1, (1, 96, 96, 3)).astype(np.float32)
@@ -390,13 +390,16 @@ def test_devkit_permutation_is_the_published_one():
     ("shufflenet_v2_050", "ShuffleNetV2", 1_374_744),
 ])
 def test_builders_are_registered_with_keras_signature(name, builder, params):
-    model = create_model(name)
+    model = create_model(name, weights=None)
     assert model.count_params() == params  # slim's counts with a 1000-class head
     assert getattr(kzoo, builder) is get_model_spec(name).builder
-    notop = create_model(name, include_top=False, pooling="avg", input_shape=(96, 96, 3))
+    notop = create_model(name, weights=None, include_top=False, pooling="avg", input_shape=(96, 96, 3))
     assert len(notop.output_shape) == 2
     with pytest.raises(ValueError):
         create_model(name, weights="not-a-tag")
+    # "tione" (the default) is a known tag: it is checked like Keras checks "imagenet", before any fetch.
+    with pytest.raises(ValueError, match="classes"):
+        create_model(name, weights="tione", classes=10)
 
 
 def test_preprocess_input_follows_slim():
@@ -413,7 +416,7 @@ def test_preprocess_input_follows_slim():
 
 
 def test_strided_resnet_v1_unit_is_the_last_one():
-    model = create_model("resnet_v1_50", include_top=False, input_shape=(224, 224, 3))
+    model = create_model("resnet_v1_50", weights=None, include_top=False, input_shape=(224, 224, 3))
     assert model.get_layer("block1_unit2_out").output.shape[1] == 56
     assert model.get_layer("block1_unit3_out").output.shape[1] == 28
     assert model.get_layer("block1_unit3_bottleneck_v1_conv2").strides == (2, 2)
@@ -425,13 +428,13 @@ def test_strided_resnet_v1_unit_is_the_last_one():
     ("shufflenet_v2_050", ["MaxPool", "Stage2", "Stage3", "Conv5_relu"]),
 ])
 def test_features_only(name, layers):
-    model = create_model(name, features_only=True, input_shape=(224, 224, 3))
+    model = create_model(name, weights=None, features_only=True, input_shape=(224, 224, 3))
     assert [info["layer"] for info in model.feature_info] == layers
     assert [output.shape[1] for output in model.outputs] == [56, 28, 14, 7]
 
 
 def test_shufflenet_round_trips_through_keras_saving(tmp_path):
-    model = create_model("shufflenet_v2_050", input_shape=(64, 64, 3), classes=10)
+    model = create_model("shufflenet_v2_050", weights=None, input_shape=(64, 64, 3), classes=10)
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)

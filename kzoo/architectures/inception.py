@@ -11,7 +11,8 @@ whole-map (v4) average pool is the same thing at the default input size. Dropout
 
 Layer names follow the slim scopes: ``InceptionV1/Mixed_3b/Branch_1/Conv2d_0b_3x3/weights`` ->
 ``Mixed_3b_Branch_1_Conv2d_0b_3x3`` (BN ``..._bn``); a block's output is named after its end point
-(``Mixed_3b``). Input: [-1, 1] (``preprocess_input``, slim's inception preprocessing).
+(``Mixed_3b``). Input: [-1, 1] (``preprocess_input``, slim's inception preprocessing). Default weights: the TI-ONE
+slim checkpoints (``weights="tione"``), converted on first use; 1000 classes (background dropped).
 
 Quirks kept from slim:
 - v1 ``Mixed_5b/Branch_2`` names its 3x3 conv ``Conv2d_0a_3x3`` (not ``0b``);
@@ -283,7 +284,7 @@ def _build(canonical_name, features, default_size, min_size, include_top, weight
 
 
 @register_model("inception_v1", aliases=("googlenet",))
-def InceptionV1(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+def InceptionV1(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name="inception_v1"):
     """Slim Inception v1 (GoogLeNet with BN), 224x224 by default. See the module docstring."""
     return _build("inception_v1", inception_v1_features, 224, 32, include_top, weights, input_tensor,
@@ -291,7 +292,7 @@ def InceptionV1(include_top=True, weights=None, input_tensor=None, input_shape=N
 
 
 @register_model("inception_v2")
-def InceptionV2(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+def InceptionV2(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name="inception_v2"):
     """Slim Inception v2 (BN-Inception, separable stem), 224x224 by default. See the module docstring."""
     return _build("inception_v2", inception_v2_features, 224, 32, include_top, weights, input_tensor,
@@ -299,7 +300,7 @@ def InceptionV2(include_top=True, weights=None, input_tensor=None, input_shape=N
 
 
 @register_model("inception_v4")
-def InceptionV4(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+def InceptionV4(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name="inception_v4"):
     """Slim Inception v4, 299x299 by default (at least 75). See the module docstring. The
     auxiliary head of the checkpoint is not built."""

@@ -11,7 +11,8 @@ This is not Keras' ``ResNet50``: the weight shapes agree, the computation does n
 Layer names follow the slim scopes: ``resnet_v1_50/block1/unit_1/bottleneck_v1/conv1/weights``
 -> ``block1_unit1_bottleneck_v1_conv1`` (BN: ``..._conv1_bn``); ``conv1`` / ``conv1_bn`` for the
 stem; slim's 1x1-conv ``logits`` -> the Dense ``predictions``. Input: RGB minus the ImageNet means
-(``preprocess_input``), as slim's vgg preprocessing feeds it.
+(``preprocess_input``), as slim's vgg preprocessing feeds it. Default weights: the TI-ONE slim
+checkpoints (``weights="tione"``), converted on first use.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def resnet_v1_block(x, block, depth_bottleneck, units, stride):
 def ResNetV1(
     depth,
     include_top=True,
-    weights=None,
+    weights="tione",
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -96,7 +97,7 @@ def ResNetV1(
 
 
 def _variant(depth):
-    def builder(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+    def builder(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name=None):
         return ResNetV1(depth, include_top=include_top, weights=weights, input_tensor=input_tensor,
                         input_shape=input_shape, pooling=pooling, classes=classes,

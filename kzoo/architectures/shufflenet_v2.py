@@ -13,7 +13,7 @@ preprocessing ``unit``).
 Layer names follow the checkpoint's scopes: ``ShuffleNetV2/Stage3/unit_1/second_branch/depthwise``
 -> ``Stage3_unit1_second_branch_depthwise`` (its ``batch_norm`` -> ``..._bn``); ``classifier`` ->
 ``predictions``. Classes are in Keras' (sorted-wnid) order; the converter reorders the checkpoint's
-ILSVRC-devkit order.
+ILSVRC-devkit order. Default weights: the TI-ONE checkpoint (``weights="tione"``, alpha 0.5 only).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def shufflenet_stage(x, name, units, out_channels):
 
 def ShuffleNetV2(
     include_top=True,
-    weights=None,
+    weights="tione",
     input_tensor=None,
     input_shape=None,
     pooling=None,
