@@ -13,6 +13,8 @@ of weights and the same shapes, or :class:`kzoo.errors.IncompatibleWeights` list
 from __future__ import annotations
 
 import os
+import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import h5py
@@ -34,6 +36,7 @@ class LoadReport:
     missing: list = field(default_factory=list)  # weighted model layers the file lacks
     unexpected: list = field(default_factory=list)  # weighted file layers the model lacks
     mismatched: list = field(default_factory=list)  # (layer, reason) pairs
+    paired_by_order: list = field(default_factory=list)  # (model layer, file layer) for auto-named layers
 
     @property
     def skipped(self) -> list:
@@ -45,6 +48,9 @@ class LoadReport:
 
     def __str__(self) -> str:
         lines = [f"{os.path.basename(self.path)}: {len(self.loaded)} layers loaded"]
+        if self.paired_by_order:
+            lines.append(f"  {len(self.paired_by_order)} auto-named layers paired by order "
+                         f"(e.g. {self.paired_by_order[0][0]} <- {self.paired_by_order[0][1]})")
         if self.missing:
             lines.append(f"  not in the file ({len(self.missing)}): {_names(self.missing)}")
         if self.unexpected:
@@ -172,23 +178,30 @@ def load_weights(model, path, skip_mismatch: bool = False, allow_unexpected: boo
             weight_names = _read_names(root[name], "weight_names")
             if weight_names:
                 file_layers[name] = weight_names
-        plan = []  # (layer, variables, datasets): validated before anything is assigned
-        seen = set()
-        for layer in model.layers:
-            variables = legacy_weights(layer)
-            if not variables:
+        weighted = [layer for layer in model.layers if legacy_weights(layer)]
+        pairs = _pair_auto_named(weighted, list(file_layers))
+        report.paired_by_order = [(layer.name, name) for layer, name in pairs if layer.name != name]
+        paired_layers = {id(layer) for layer, _ in pairs}
+        paired_names = {name for _, name in pairs}
+        plan = list(pairs)  # (model layer, file layer name)
+        for layer in weighted:
+            if id(layer) in paired_layers:
                 continue
-            seen.add(layer.name)
-            if layer.name not in file_layers:
+            if layer.name in file_layers and layer.name not in paired_names:
+                plan.append((layer, layer.name))
+            else:
                 report.missing.append(layer.name)
-                continue
-            datasets = [root[layer.name][w] for w in file_layers[layer.name]]
+        used = {name for _, name in plan}
+        report.unexpected = [name for name in file_layers if name not in used]
+        checked = []
+        for layer, file_name in plan:
+            variables = legacy_weights(layer)
+            datasets = [root[file_name][w] for w in file_layers[file_name]]
             reason = _mismatch(variables, datasets)
             if reason:
                 report.mismatched.append((layer.name, reason))
-                continue
-            plan.append((layer, variables, datasets))
-        report.unexpected = [name for name in file_layers if name not in seen]
+            else:
+                checked.append((layer, variables, datasets))
         strict_failure = report.missing or report.mismatched or (report.unexpected and not allow_unexpected)
         if strict_failure and not skip_mismatch:
             raise IncompatibleWeights(
@@ -196,13 +209,41 @@ def load_weights(model, path, skip_mismatch: bool = False, allow_unexpected: boo
                 "Check that the file was saved from the same architecture and the same include_top / "
                 "classes / alpha settings, or pass skip_mismatch=True to load only the layers that fit."
             )
-        for layer, variables, datasets in plan:
+        for layer, variables, datasets in checked:
             for variable, dataset in zip(variables, datasets):
                 variable.assign(dataset[()].astype(variable.dtype, copy=False))
             if hasattr(layer, "finalize_state"):  # e.g. Normalization recomputes its derived state
                 layer.finalize_state()
             report.loaded.append(layer.name)
     return report
+
+
+def _auto_name_stem(class_name: str) -> str:
+    """The stem Keras gives an unnamed layer of this class (``BatchNormalization`` -> ``batch_normalization``)."""
+    words = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", class_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", words).lower()
+
+
+def _pair_auto_named(model_layers, file_names) -> list:
+    """Pair layers that Keras named automatically (``conv2d_17``) with the file's, by order.
+
+    Such names depend on how many layers a session built before (Keras 2 files start at ``conv2d_1``),
+    so they carry no meaning, and may even coincide with the wrong layer; Keras' own loader pairs
+    layers by order for the same reason. Pairing is done per layer class, and only where the model
+    and the file have the same number of layers with that automatic stem.
+    """
+    model_by_stem, file_by_stem = defaultdict(list), defaultdict(list)
+    for layer in model_layers:
+        stem = _auto_name_stem(type(layer).__name__)
+        if re.fullmatch(rf"{re.escape(stem)}(_\d+)?", layer.name):
+            model_by_stem[stem].append(layer)
+    for name in file_names:
+        file_by_stem[re.sub(r"_\d+$", "", name)].append(name)
+    pairs = []
+    for stem, layers in model_by_stem.items():
+        if len(file_by_stem.get(stem, ())) == len(layers):
+            pairs.extend(zip(layers, file_by_stem[stem]))
+    return pairs
 
 
 def _mismatch(variables, datasets) -> str | None:
