@@ -63,7 +63,8 @@ def build_feature_model(spec, kwargs, out_indices=None):
         outputs.append(layers.Identity(name=out_name)(source.output))
         info.append({"index": int(index), "name": out_name, "reduction": reduction,
                      "channels": int(source.output.shape[channel_axis]), "layer": source.name})
-    model = keras.Model(backbone.inputs, outputs, name=f"{backbone.name}_features")
+    inputs = backbone.inputs[0] if len(backbone.inputs) == 1 else backbone.inputs
+    model = keras.Model(inputs, outputs, name=f"{backbone.name}_features")
     model.feature_info = info
     return model
 
@@ -116,7 +117,7 @@ def _reductions(model) -> dict:
         1, _PROBE_SIZE, _PROBE_SIZE, channels)
     ops = [op for op in model.operations if isinstance(op, keras.layers.Layer)
            and not isinstance(op, layers.InputLayer) and len(op._inbound_nodes) == 1]
-    probe = keras.Model(model.inputs, [op.output for op in ops])
+    probe = keras.Model(model.inputs[0], [op.output for op in ops])
     # The public compute_output_shape insists on the model's own (possibly fixed) input size.
     specs = probe._run_through_graph(keras.KerasTensor(probe_shape), operation_fn=lambda op: op.compute_output_spec)
     result = {}

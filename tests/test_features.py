@@ -32,7 +32,7 @@ def test_outputs_are_the_backbone_layers():
     model = _features("mobilenetv2", alpha=0.35, input_shape=(64, 64, 3), out_indices=(0, 1, 2, 3, 4))
     assert [d["layer"] for d in model.feature_info] == [
         "block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu"]
-    backbone = keras.Model(model.inputs, [model.get_layer(d["layer"]).output for d in model.feature_info])
+    backbone = keras.Model(model.inputs[0], [model.get_layer(d["layer"]).output for d in model.feature_info])
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     for ours, direct, d in zip(model(x), backbone(x), model.feature_info):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(direct))
