@@ -25,7 +25,8 @@ slim = pytest.importorskip("tf_slim")
 import keras  # noqa: E402
 
 import kzoo  # noqa: E402
-from kzoo.convert.slim_shufflenet import devkit_to_keras  # noqa: E402
+from kzoo.convert.slim_shufflenet import LABELS_ENV, devkit_to_keras  # noqa: E402
+from kzoo.errors import ConversionError  # noqa: E402
 from kzoo.models import create_model, get_model_spec  # noqa: E402
 
 v1 = tf.compat.v1
@@ -357,8 +358,22 @@ def shufflenet_v2_reference(images, stage2_channels=48, num_classes=1000):
     return slim.fully_connected(x, num_classes, activation_fn=None, scope="classifier")
 
 
-def test_shufflenet_v2_050_matches_reference(tmp_path):
-    # Both take RGB in [0, 1]. The checkpoint's classes are in ILSVRC devkit order, kzoo's in Keras' order.
+@pytest.fixture
+def devkit_labels(tmp_path, monkeypatch):
+    """A stand-in for the author's integer_encoding.json: the Keras wnids in a random 'devkit' order."""
+    import json
+
+    index = kzoo.preprocessing.class_index()
+    wnids = [index[str(k)][0] for k in range(1000)]
+    order = np.random.default_rng(7).permutation(1000)
+    path = tmp_path / "integer_encoding.json"
+    path.write_text(json.dumps({wnids[k]: int(i) for i, k in enumerate(order)}))
+    monkeypatch.setenv(LABELS_ENV, str(path))
+    return order  # devkit class i is Keras class order[i]
+
+
+def test_shufflenet_v2_050_matches_reference(tmp_path, devkit_labels):
+    # Both take RGB in [0, 1]. The checkpoint's classes are in devkit order, kzoo's in Keras' order.
     reports = check_model("shufflenet_v2_050", shufflenet_v2_reference, 96, tmp_path, formats=("v1", "v2"),
                 class_order=devkit_to_keras(), input_range=(0.0, 1.0))
     # The converted file is a plain legacy h5: Keras' own load_weights reads it too.
@@ -369,13 +384,22 @@ def test_shufflenet_v2_050_matches_reference(tmp_path):
     np.testing.assert_array_equal(model.predict(x, verbose=0), reference.predict(x, verbose=0))
 
 
-def test_devkit_permutation_is_the_published_one():
+def test_devkit_permutation_follows_the_label_file(devkit_labels):
     perm = devkit_to_keras()
     assert sorted(perm) == list(range(1000))
-    # Keras class 0 is tench (n01440764), devkit class 448; Keras 1 goldfish; devkit 0 is kit fox.
-    assert perm[0] == 448
-    index = kzoo.preprocessing.class_index()
-    assert index[str(int(np.where(perm == 0)[0][0]))][0] == "n02119789"
+    # Keras class k sits in checkpoint column perm[k]; the file put Keras class order[i] at devkit i.
+    assert all(devkit_labels[perm[k]] == k for k in range(1000))
+
+
+def test_devkit_label_file_missing_or_wrong(tmp_path, monkeypatch):
+    monkeypatch.delenv(LABELS_ENV, raising=False)
+    with pytest.raises(ConversionError, match=LABELS_ENV):
+        devkit_to_keras()
+    bad = tmp_path / "wnids.txt"
+    bad.write_text("n01440764\n" * 1000)
+    monkeypatch.setenv(LABELS_ENV, str(bad))
+    with pytest.raises(ConversionError, match="once each"):
+        devkit_to_keras()
 
 
 # ------------------------------------------------------------------------------------------------

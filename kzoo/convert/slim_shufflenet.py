@@ -7,24 +7,30 @@
 
 Class order: the checkpoint was trained with labels in ILSVRC-2012 devkit order (its
 ``data/integer_encoding.json``: ``n02119789`` kit fox = 0, tench = 448), Keras counts classes in
-sorted-wnid order (``kzoo/data/imagenet_class_index.json``). ``kzoo/data/ilsvrc2012_devkit_wnids.txt``
-lists the 1000 wnids in devkit order (line i = devkit class i), so Keras class k is checkpoint
-column ``devkit.index(keras_wnid[k])``; the classifier's columns are gathered in that order.
+sorted-wnid order (``kzoo/data/imagenet_class_index.json``). kzoo does not ship the devkit list (it
+comes with the checkpoint's source repository, not with a source we may redistribute): the environment
+variable ``KZOO_SHUFFLENET_LABELS`` names it, either the author's ``integer_encoding.json`` (wnid ->
+index) or a text file of the 1000 wnids in devkit order. Keras class k is then checkpoint column
+``devkit.index(keras_wnid[k])``; the classifier's columns are gathered in that order. A headless
+conversion (``include_top=False``) needs no label file.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
-from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
 from kzoo.convert._base import dense, register_family
 from kzoo.convert._slim_scopes import layer_rules
+from kzoo.errors import ConversionError
 
 _UNIT = re.compile(r"^(Stage\d)_unit(\d+)_(second_branch_)?(\w+)$")
-DEVKIT_WNIDS = "ilsvrc2012_devkit_wnids.txt"
+LABELS_ENV = "KZOO_SHUFFLENET_LABELS"
 
 
 def scope_of(layer_name: str) -> str:
@@ -35,19 +41,40 @@ def scope_of(layer_name: str) -> str:
     return f"{stage}/unit_{unit}/{'second_branch/' if second else ''}{rest}"
 
 
-def devkit_wnids() -> list[str]:
-    text = resources.files("kzoo").joinpath("data", DEVKIT_WNIDS).read_text(encoding="ascii")
+def devkit_wnids(path) -> list[str]:
+    """The 1000 wnids in devkit order, from ``integer_encoding.json`` or a plain list."""
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith(".json"):
+        mapping = json.loads(text)
+        return sorted(mapping, key=mapping.get)
     return text.split()
 
 
-@functools.lru_cache(maxsize=1)
-def devkit_to_keras() -> np.ndarray:
-    """``perm`` with ``keras_logits = devkit_logits[..., perm]``."""
+@functools.lru_cache(maxsize=4)
+def _permutation(path: str) -> np.ndarray:
     from kzoo.preprocessing import class_index
 
     index = class_index()
-    position = {wnid: i for i, wnid in enumerate(devkit_wnids())}
-    return np.array([position[index[str(k)][0]] for k in range(len(index))])
+    wnids = devkit_wnids(path)
+    keras_wnids = [index[str(k)][0] for k in range(len(index))]
+    if len(wnids) != len(keras_wnids) or set(wnids) != set(keras_wnids):
+        raise ConversionError(
+            f"{path} (from ${LABELS_ENV}) must list the 1000 ImageNet wnids in ILSVRC-2012 devkit order, "
+            f"once each; it has {len(wnids)} entries, {len(set(wnids) & set(keras_wnids))} of them ImageNet wnids.")
+    position = {wnid: i for i, wnid in enumerate(wnids)}
+    return np.array([position[wnid] for wnid in keras_wnids])
+
+
+def devkit_to_keras() -> np.ndarray:
+    """``perm`` with ``keras_logits = devkit_logits[..., perm]``, from the file ``$KZOO_SHUFFLENET_LABELS`` names."""
+    path = os.environ.get(LABELS_ENV)
+    if not path:
+        raise ConversionError(
+            "The shufflenet_v2_050 checkpoint's 1000 classes are in ILSVRC-2012 devkit order, and kzoo does not "
+            f"ship that list. Set {LABELS_ENV} to the checkpoint author's data/integer_encoding.json "
+            "(TropComplique/shufflenet-v2-tensorflow) or to a file of the 1000 wnids in devkit order, "
+            "or convert without the head (--notop).")
+    return _permutation(os.path.abspath(path))
 
 
 def _reorder_classes(array: np.ndarray) -> np.ndarray:
