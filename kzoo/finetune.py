@@ -58,15 +58,17 @@ __all__ = [
 # Preprocessing as a layer
 # ---------------------------------------------------------------------------------------------------
 
-#: ``rgb_mean`` is TF-slim's vgg_preprocessing (RGB order, mean pixel subtracted, no scaling);
+#: The registry's vocabulary. ``tf``/``caffe``/``torch`` as keras.applications; ``rgb_mean`` is
+#: TF-slim's vgg_preprocessing (RGB order, mean pixel subtracted, no scaling); ``unit`` is x / 255;
 #: ``none`` means the backbone rescales its own input (EfficientNet, ConvNeXt, MobileNetV3).
-PREPROCESSING_MODES = ("tf", "caffe", "torch", "rgb_mean", "none")
+PREPROCESSING_MODES = ("tf", "caffe", "torch", "rgb_mean", "unit", "none")
 _SLIM_RGB_MEAN = (123.68, 116.78, 103.94)
 
 # Canonical kzoo names (globs) -> the preprocessing their ImageNet weights were trained with.
 _MODE_BY_MODEL = [
     ("vgg_16", "rgb_mean"), ("vgg_19", "rgb_mean"), ("resnet_v1_*", "rgb_mean"),
     ("resnet_v2_*", "tf"), ("inception_v*", "tf"), ("mobilenet_v2*", "tf"), ("nasnet_*", "tf"),
+    ("shufflenet_v2_*", "unit"),
     ("vgg16", "caffe"), ("vgg19", "caffe"), ("resnet50", "caffe"), ("resnet101", "caffe"),
     ("resnet152", "caffe"),
     ("resnet*v2", "tf"), ("xception", "tf"), ("inceptionv3", "tf"), ("inceptionresnetv2", "tf"),
@@ -102,6 +104,8 @@ class ImagePreprocessing(layers.Layer):
         x = ops.cast(inputs, self.compute_dtype)
         if self.mode == "none":
             return x
+        if self.mode == "unit":
+            return x / 255.0
         if self.mode == "rgb_mean":
             channels_first = keras.config.image_data_format() == "channels_first"
             shape = (1, 3, 1, 1) if channels_first else (1, 1, 1, 3)
@@ -125,6 +129,9 @@ def preprocessing_mode(backbone) -> str:
     """
     if isinstance(backbone, str):
         name = _canonical_name(backbone)
+        registered = _registry_modes(name)
+        if len(registered) == 1:
+            return registered.pop()
         for pattern, mode in _MODE_BY_MODEL:
             if fnmatch.fnmatch(name, pattern):
                 return mode
@@ -139,6 +146,16 @@ def preprocessing_mode(backbone) -> str:
         f"preprocessing= one of {PREPROCESSING_MODES} (or include_preprocessing=False if your data is "
         "already preprocessed)."
     )
+
+
+def _registry_modes(name: str) -> set:
+    """The preprocessing the registry records for this model's weights (a set: tags may disagree)."""
+    try:
+        from kzoo.registry import list_weights
+
+        return {e.preprocessing for e in list_weights(name) if e.preprocessing in PREPROCESSING_MODES}
+    except Exception:  # registry unavailable or malformed: the table below still answers
+        return set()
 
 
 def _canonical_name(name: str) -> str:
