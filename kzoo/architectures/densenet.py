@@ -78,7 +78,12 @@ def _densenet(depth, include_top, weights, input_tensor, input_shape, pooling, c
     else:
         x = _common.pooling_head(x, pooling)
     model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, canonical, weights, include_top)
+    return _common.load_model_weights(model, canonical, weights, include_top, legacy_names=keras2_layer_name)
+
+
+def keras2_layer_name(name: str) -> str:
+    """Keras 2 named the stem ``conv1/conv``, ``conv1/bn``; Keras 3 (and this builder) ``conv1_conv``, ``conv1_bn``."""
+    return name.replace("/", "_")
 
 
 _DOC = """Instantiates the DenseNet{depth} architecture (keras.applications signature, names, weight layout).
