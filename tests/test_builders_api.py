@@ -119,7 +119,7 @@ def test_densenet_channels_first_error_matches_keras():
         keras.config.set_image_data_format("channels_last")
 
 
-@pytest.mark.parametrize("name", ["MobileNet", "ResNet50"])
+@pytest.mark.parametrize("name", ["MobileNet", "VGG16"])
 def test_classifier_activation_error_and_options(name):
     theirs, ours = _pair(name)
     # A non-softmax activation with pretrained weights is refused (after building, as in Keras).
@@ -212,7 +212,8 @@ import kzoo
 name, kwargs, path, x_path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 kwargs["input_shape"] = tuple(kwargs["input_shape"])
 model = getattr(kzoo, name)(weights=path, **kwargs)
-np.save(x_path + ".out.npy", np.asarray(model(np.load(x_path), training=False)))
+x = np.load(x_path)
+np.save(x_path + ".out.npy", model.predict(x, batch_size=len(x), verbose=0))  # one jit, not op-by-op
 import keras
 print(keras.backend.backend())
 """
