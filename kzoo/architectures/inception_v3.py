@@ -89,7 +89,7 @@ def InceptionV3(include_top=True, weights="imagenet", input_tensor=None, input_s
 
 
 @register_model("inception_v3")
-def inception_v3(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+def inception_v3(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None,
                  classes=1000, classifier_activation="softmax", name="inception_v3"):
     """TF-slim ``inception_v3``: the same network and layer names as :func:`InceptionV3`; weights
     resolve under the registry name ``inception_v3`` (e.g. ``weights="tione"``)."""

@@ -166,7 +166,7 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
 
 
 @register_model("mobilenet_v2")
-def mobilenet_v2(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
+def mobilenet_v2(input_shape=None, include_top=True, weights="tione", input_tensor=None, pooling=None,
                  classes=1000, classifier_activation="softmax", name=None):
     """TF-slim ``mobilenet_v2`` (depth multiplier 1.0): :func:`MobileNetV2` with ``alpha=1.0``; weights
     resolve under the registry name ``mobilenet_v2`` (e.g. ``weights="tione"``)."""
@@ -175,7 +175,7 @@ def mobilenet_v2(input_shape=None, include_top=True, weights="imagenet", input_t
 
 
 @register_model("mobilenet_v2_140")
-def mobilenet_v2_140(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
+def mobilenet_v2_140(input_shape=None, include_top=True, weights="tione", input_tensor=None, pooling=None,
                      classes=1000, classifier_activation="softmax", name=None):
     """TF-slim ``mobilenet_v2_140`` (depth multiplier 1.4): :func:`MobileNetV2` with ``alpha=1.4``;
     weights resolve under the registry name ``mobilenet_v2_140``."""

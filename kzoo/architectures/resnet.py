@@ -160,7 +160,7 @@ _SLIM_DOC = """The TF-slim ``resnet_v2_{depth}`` network, in Keras' ResNet{depth
 
 
 def _slim_builder(depth):
-    def builder(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+    def builder(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name=f"resnet_v2_{depth}"):
         return _resnet(depth, True, canonical=f"resnet_v2_{depth}", include_top=include_top, weights=weights,
                        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,

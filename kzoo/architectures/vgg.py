@@ -72,7 +72,7 @@ def VGG19(include_top=True, weights="imagenet", input_tensor=None, input_shape=N
 
 
 @register_model("vgg_16")
-def vgg_16(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+def vgg_16(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None,
            classes=1000, classifier_activation="softmax", name="vgg_16"):
     """TF-slim ``vgg_16``: the same network and layer names as :func:`VGG16`; weights resolve under
     the registry name ``vgg_16`` (e.g. ``weights="tione"``)."""
@@ -82,7 +82,7 @@ def vgg_16(include_top=True, weights="imagenet", input_tensor=None, input_shape=
 
 
 @register_model("vgg_19")
-def vgg_19(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+def vgg_19(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None,
            classes=1000, classifier_activation="softmax", name="vgg_19"):
     """TF-slim ``vgg_19``: the same network and layer names as :func:`VGG19`; weights resolve under
     the registry name ``vgg_19``."""
