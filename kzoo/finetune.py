@@ -64,19 +64,6 @@ __all__ = [
 PREPROCESSING_MODES = ("tf", "caffe", "torch", "rgb_mean", "unit", "none")
 _SLIM_RGB_MEAN = (123.68, 116.78, 103.94)
 
-# Canonical kzoo names (globs) -> the preprocessing their ImageNet weights were trained with.
-_MODE_BY_MODEL = [
-    ("vgg_16", "rgb_mean"), ("vgg_19", "rgb_mean"), ("resnet_v1_*", "rgb_mean"),
-    ("resnet_v2_*", "tf"), ("inception_v*", "tf"), ("mobilenet_v2*", "tf"), ("nasnet_*", "tf"),
-    ("shufflenet_v2_*", "unit"),
-    ("vgg16", "caffe"), ("vgg19", "caffe"), ("resnet50", "caffe"), ("resnet101", "caffe"),
-    ("resnet152", "caffe"),
-    ("resnet*v2", "tf"), ("xception", "tf"), ("inceptionv3", "tf"), ("inceptionresnetv2", "tf"),
-    ("mobilenet", "tf"), ("mobilenetv2", "tf"), ("nasnet*", "tf"),
-    ("densenet*", "torch"),
-    ("efficientnet*", "none"), ("convnext*", "none"), ("mobilenetv3*", "none"),
-]
-
 # keras.applications model names (``model.name``), lower-cased with non-alphanumerics removed.
 _MODE_BY_KERAS_NAME = [
     (r"^(efficientnet|convnext|mobilenetv3)", "none"),
@@ -129,12 +116,9 @@ def preprocessing_mode(backbone) -> str:
     """
     if isinstance(backbone, str):
         name = _canonical_name(backbone)
-        registered = _registry_modes(name)
+        registered = _registry_modes(name)  # the registry records how each model's weights expect input
         if len(registered) == 1:
             return registered.pop()
-        for pattern, mode in _MODE_BY_MODEL:
-            if fnmatch.fnmatch(name, pattern):
-                return mode
     else:
         key = re.sub(r"[^a-z0-9]", "", backbone.name.lower())
         for pattern, mode in _MODE_BY_KERAS_NAME:
@@ -171,31 +155,14 @@ def _canonical_name(name: str) -> str:
 # Building a classifier
 # ---------------------------------------------------------------------------------------------------
 
-# Used only while a kzoo builder for the name does not exist yet (builders are added family by family).
-_KERAS_APPLICATIONS = {
-    "mobilenet": "MobileNet", "mobilenetv2": "MobileNetV2", "mobilenetv3small": "MobileNetV3Small",
-    "mobilenetv3large": "MobileNetV3Large", "resnet50": "ResNet50", "resnet50v2": "ResNet50V2",
-    "vgg16": "VGG16", "densenet121": "DenseNet121", "efficientnetb0": "EfficientNetB0",
-    "xception": "Xception", "inceptionv3": "InceptionV3",
-}
-
 HEAD_NAMES = {"avg": "avg_pool", "max": "max_pool", "dropout": "top_dropout", "dense": "predictions"}
 
 
 def _build_backbone(name, input_tensor, input_shape, weights, **kwargs):
-    from kzoo.errors import UnknownModel
+    from kzoo.models import create_model
 
-    try:
-        from kzoo.models import create_model
-
-        return create_model(name, include_top=False, weights=weights, input_tensor=input_tensor,
-                            input_shape=input_shape, **kwargs)
-    except UnknownModel:
-        attr = _KERAS_APPLICATIONS.get(name.lower())
-        if attr is None:
-            raise
-        return getattr(keras.applications, attr)(include_top=False, weights=weights, input_tensor=input_tensor,
-                                                 input_shape=input_shape, **kwargs)
+    return create_model(name, include_top=False, weights=weights, input_tensor=input_tensor,
+                        input_shape=input_shape, **kwargs)
 
 
 def build_classifier(backbone, num_classes, pooling="avg", dropout=0.2, include_preprocessing=True,

@@ -7,7 +7,7 @@ For one builder name and one configuration it
 2. loads that file into keras.applications (Keras 3, Keras' own loader) and into kzoo, by ``weights=path``
    and by Keras' own ``model.load_weights`` (which reads legacy files by weighted-layer order);
 3. saves the kzoo model's weights back out with ``kzoo.formats.keras_h5.save_weights`` and loads them into
-   a fresh keras.applications model;
+   the keras.applications model (its weights wiped first);
 4. compares outputs on random inputs, and layer names, weight names and shapes one for one.
 
 Everything runs in float64 (see shared/reference/testing_notes.md: float32 comparisons of deep random
@@ -72,11 +72,24 @@ def keras2_weights_file(name: str, include_top: bool, input_shape: tuple, seed: 
     tag = "_".join(f"{k}{v}" for k, v in kw.items())
     path = os.path.join(_FIXTURE_DIR, f"{name}_{int(include_top)}_{'x'.join(map(str, input_shape))}_{tag}_{seed}.h5")
     with float64():
+        tf_keras.backend.clear_session()
         model = getattr(tf_keras.applications, name)(
             weights=None, include_top=include_top, input_shape=input_shape, **kw)
         randomise_weights(model, seed)
         model.save_weights(path)
     return path
+
+
+def _fresh_build(builder, **kwargs):
+    """Build from cleared name counters, so auto-named layers (``conv2d_7``) line up on both sides."""
+    import keras
+
+    keras.backend.clear_session()
+    return builder(**kwargs)
+
+
+def _wipe(model):
+    model.set_weights([np.zeros(tuple(v.shape), dtype=v.dtype) for v in model.weights])
 
 
 def relative_error(actual, expected) -> float:
@@ -108,26 +121,28 @@ def check_compat(name: str, include_top: bool, input_shape: tuple, rtol: float =
     ours_builder = getattr(kzoo, kzoo_name or name)
     errors = {}
     with float64():
-        reference = reference_builder(weights=None, **build_kwargs, **(keras_kwargs or {}))
+        reference = _fresh_build(reference_builder, weights=None, **build_kwargs, **(keras_kwargs or {}))
         reference.load_weights(path)
         x = np.random.default_rng(1).uniform(0, 255, (batch, *input_shape))
         expected = np.asarray(reference(x, training=False))
 
-        ours = ours_builder(weights=path, **build_kwargs)
+        ours = _fresh_build(ours_builder, weights=path, **build_kwargs)
         assert weight_signature(ours) == weight_signature(reference), f"{name}: weight layout differs"
         assert [layer.name for layer in ours.layers] == [layer.name for layer in reference.layers], (
             f"{name}: layer names differ")
         errors["kzoo_weights_path"] = relative_error(ours(x, training=False), expected)
 
-        by_order = ours_builder(weights=None, **build_kwargs)
-        by_order.load_weights(path)  # Keras' own legacy loader reads by weighted-layer order
-        errors["keras_load_weights"] = relative_error(by_order(x, training=False), expected)
+        # Keras' own legacy loader reads by weighted-layer order; wipe the weights first so the
+        # comparison can only pass if that loader filled every one of them.
+        _wipe(ours)
+        ours.load_weights(path)
+        errors["keras_load_weights"] = relative_error(ours(x, training=False), expected)
 
         roundtrip = os.path.join(_FIXTURE_DIR, f"roundtrip_{name}_{int(include_top)}.h5")
         keras_h5.save_weights(ours, roundtrip)
-        back = reference_builder(weights=None, **build_kwargs, **(keras_kwargs or {}))
-        back.load_weights(roundtrip)
-        errors["into_keras_applications"] = relative_error(back(x, training=False), expected)
+        _wipe(reference)
+        reference.load_weights(roundtrip)
+        errors["into_keras_applications"] = relative_error(reference(x, training=False), expected)
     worst = max(errors.values())
     assert worst <= rtol, f"{name} include_top={include_top}: relative errors {errors} exceed {rtol}"
     return errors
