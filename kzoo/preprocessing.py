@@ -140,3 +140,9 @@ def family_preprocess(mode: str):
 
     preprocess.__doc__ = f"keras.applications-style preprocessing, mode {mode!r} (see kzoo.preprocessing)."
     return preprocess
+
+
+def passthrough_preprocess_input(x, data_format=None):
+    """The identity, as in Keras: these models scale their [0, 255] inputs inside the graph
+    (EfficientNet, EfficientNetV2 and ConvNeXt with ``include_preprocessing``, MobileNetV3)."""
+    return x

@@ -36,6 +36,7 @@ from kzoo.architectures._common import (
     validate_weights,
 )
 from kzoo.models import register_model
+from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
 __all__ = ["ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge"]
 
@@ -220,15 +221,3 @@ ConvNeXtSmall = _make_builder("small")
 ConvNeXtBase = _make_builder("base")
 ConvNeXtLarge = _make_builder("large")
 ConvNeXtXLarge = _make_builder("xlarge")
-
-
-def preprocess_input(x, data_format=None):
-    """A pass-through, as in Keras: with ``include_preprocessing=True`` the model normalises its inputs."""
-    return x
-
-
-def decode_predictions(preds, top=5):
-    """ImageNet class names for a batch of 1000-way predictions (offline class index)."""
-    from kzoo.preprocessing import decode_predictions as decode
-
-    return decode(preds, top=top)

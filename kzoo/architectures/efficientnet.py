@@ -51,6 +51,7 @@ from kzoo.architectures._common import (
     validate_weights,
 )
 from kzoo.models import register_model
+from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
 __all__ = [f"EfficientNetB{i}" for i in range(8)]
 
@@ -232,15 +233,3 @@ EfficientNetB4 = _make_builder("b4")
 EfficientNetB5 = _make_builder("b5")
 EfficientNetB6 = _make_builder("b6")
 EfficientNetB7 = _make_builder("b7")
-
-
-def preprocess_input(x, data_format=None):
-    """A pass-through, as in Keras: EfficientNet normalises its [0, 255] inputs inside the model."""
-    return x
-
-
-def decode_predictions(preds, top=5):
-    """ImageNet class names for a batch of 1000-way predictions (offline class index)."""
-    from kzoo.preprocessing import decode_predictions as decode
-
-    return decode(preds, top=top)

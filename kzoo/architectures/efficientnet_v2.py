@@ -29,6 +29,7 @@ from kzoo.architectures._common import (
     validate_weights,
 )
 from kzoo.models import register_model
+from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
 __all__ = ["EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3",
            "EfficientNetV2S", "EfficientNetV2M", "EfficientNetV2L"]
@@ -269,15 +270,3 @@ EfficientNetV2B3 = _make_builder("b3")
 EfficientNetV2S = _make_builder("s")
 EfficientNetV2M = _make_builder("m")
 EfficientNetV2L = _make_builder("l")
-
-
-def preprocess_input(x, data_format=None):
-    """A pass-through, as in Keras: with ``include_preprocessing=True`` the model scales its inputs."""
-    return x
-
-
-def decode_predictions(preds, top=5):
-    """ImageNet class names for a batch of 1000-way predictions (offline class index)."""
-    from kzoo.preprocessing import decode_predictions as decode
-
-    return decode(preds, top=top)

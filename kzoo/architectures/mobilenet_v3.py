@@ -18,6 +18,7 @@ from kzoo.architectures import _common
 from kzoo.architectures.mobilenet_v2 import make_divisible
 from kzoo.models import register_model
 from kzoo.preprocessing import decode_predictions  # noqa: F401
+from kzoo.preprocessing import passthrough_preprocess_input as preprocess_input  # noqa: F401
 
 __all__ = ["MobileNetV3Small", "MobileNetV3Large"]
 
@@ -40,11 +41,6 @@ def keras2_layer_name(name: str) -> str:
     """The Keras 3 name of a layer in a tf.keras-era MobileNetV3 file (``expanded_conv/project/BatchNorm``
     -> ``expanded_conv_project_bn``, ``Logits`` -> ``logits``): the released ``.h5`` files use the old names."""
     return name.lower().replace("/batchnorm", "_bn").replace("/", "_")
-
-
-def preprocess_input(x, data_format=None):
-    """The identity: MobileNetV3 models rescale their input themselves (as in Keras)."""
-    return x
 
 
 def relu(x):

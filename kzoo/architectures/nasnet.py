@@ -46,6 +46,7 @@ from kzoo.architectures._common import (
     validate_weights,
 )
 from kzoo.models import register_model
+from kzoo.preprocessing import decode_predictions  # noqa: F401
 
 __all__ = ["NASNetMobile", "NASNetLarge"]
 
@@ -263,13 +264,6 @@ def preprocess_input(x, data_format=None):
     from kzoo.preprocessing import preprocess_input as preprocess
 
     return preprocess(x, data_format=data_format, mode="tf")
-
-
-def decode_predictions(preds, top=5):
-    """ImageNet class names for a batch of 1000-way predictions (offline class index)."""
-    from kzoo.preprocessing import decode_predictions as decode
-
-    return decode(preds, top=top)
 
 
 register_model("nasnetmobile", aliases=("nasnet-mobile",))(NASNetMobile)
