@@ -2,9 +2,18 @@
 
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+# Hermetic: no test reads or writes the user's weight cache, pin file or Keras home.
+_TEST_HOME = tempfile.mkdtemp(prefix="kzoo-tests-")
+os.environ["KZOO_CACHE_DIR"] = os.path.join(_TEST_HOME, "cache")
+os.environ["KZOO_PINS"] = os.path.join(_TEST_HOME, "pins.json")
+os.environ["KERAS_HOME"] = os.path.join(_TEST_HOME, "keras")
+os.environ.pop("KZOO_MIRRORS", None)
+os.environ.pop("KZOO_REGISTRY", None)
 
 try:  # tf-slim 1.1 needs this before TensorFlow is imported (see the developers' brief)
     import tf_keras.src.legacy_tf_layers as _legacy_layers
@@ -14,3 +23,17 @@ try:  # tf-slim 1.1 needs this before TensorFlow is imported (see the developers
     sys.modules["tf_keras.legacy_tf_layers.normalization"] = _legacy_norm
 except ImportError:  # pragma: no cover - tf_keras is a dev dependency
     pass
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def keras_defaults():
+    """Every test starts from Keras' default float32 and dtype policy, whatever a test before it set."""
+    if "keras" in sys.modules:
+        import keras
+
+        keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy("float32")
+    yield

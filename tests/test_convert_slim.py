@@ -473,6 +473,7 @@ def test_tione_weights_convert_once(slim_nets, tmp_path, monkeypatch):
     mirror.mkdir()
     (mirror / entry.file_name).write_bytes(net.v1.read_bytes())
     monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KZOO_PINS", str(tmp_path / "pins.json"))  # this checkpoint is trusted on first use
     monkeypatch.setenv("KZOO_MIRRORS", str(mirror))
     monkeypatch.setenv("KZOO_OFFLINE", "1")
     model = kzoo.create_model("resnet_v2_50", weights="tione", classifier_activation=None)
