@@ -16,15 +16,19 @@ nets are chaotic), so the tolerance stays tight.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
+import shutil
 import tempfile
 
 import numpy as np
 
 RTOL = 1e-5
 _FIXTURE_DIR = tempfile.mkdtemp(prefix="kzoo-compat-")
+# float64 weight files of the big models run to hundreds of MB each: never leave them behind.
+atexit.register(shutil.rmtree, _FIXTURE_DIR, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -142,6 +146,7 @@ def check_compat(name: str, include_top: bool, input_shape: tuple, rtol: float =
         keras_h5.save_weights(ours, roundtrip)
         _wipe(reference)
         reference.load_weights(roundtrip)
+        os.remove(roundtrip)
         errors["into_keras_applications"] = relative_error(reference(x, training=False), expected)
     worst = max(errors.values())
     assert worst <= rtol, f"{name} include_top={include_top}: relative errors {errors} exceed {rtol}"
