@@ -28,6 +28,7 @@ from kzoo.architectures._common import (
     validate_activation,
     validate_weights,
 )
+from kzoo.architectures.efficientnet import CONV_INIT, DENSE_INIT  # the same initialisers as v1
 from kzoo.models import register_model
 from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
@@ -92,11 +93,6 @@ BN_MOMENTUM = 0.9
 ACTIVATION = "swish"
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
-
-CONV_INIT = {"class_name": "VarianceScaling",
-             "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
-DENSE_INIT = {"class_name": "VarianceScaling",
-              "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"}}
 
 # keras.applications.efficientnet_v2's wording (its first message really lacks the space before "Received").
 WEIGHTS_ERROR = (
