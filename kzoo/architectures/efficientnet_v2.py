@@ -25,6 +25,7 @@ from kzoo.architectures._common import (
     make_input,
     model_inputs,
     obtain_input_shape,
+    pooling_head,
     validate_activation,
     validate_weights,
 )
@@ -227,10 +228,8 @@ def build_efficientnet_v2(variant, *, include_top, weights, input_tensor, input_
         validate_activation(classifier_activation, weights)
         x = layers.Dense(classes, activation=classifier_activation, kernel_initializer=DENSE_INIT,
                          bias_initializer="zeros", name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    else:
+        x = pooling_head(x, pooling)
 
     model = Model(model_inputs(input_tensor, img_input), x, name=name)
     return load_model_weights(model, model_name, weights, include_top)
