@@ -29,7 +29,7 @@ from kzoo.architectures._common import (
     validate_activation,
     validate_weights,
 )
-from kzoo.architectures.efficientnet import CONV_INIT, DENSE_INIT  # the same initialisers as v1
+from kzoo.architectures.efficientnet import CONV_INIT, DENSE_INIT, squeeze_excite  # shared with v1
 from kzoo.models import register_model
 from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
@@ -123,17 +123,6 @@ def _bn(x, name):
 def _conv(x, filters, kernel, strides, name, activation=None):
     return layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                          kernel_initializer=CONV_INIT, activation=activation, name=name)(x)
-
-
-def squeeze_excite(x, filters, filters_se, prefix):
-    se_shape = (filters, 1, 1) if bn_axis() == 1 else (1, 1, filters)
-    se = layers.GlobalAveragePooling2D(name=f"{prefix}se_squeeze")(x)
-    se = layers.Reshape(se_shape, name=f"{prefix}se_reshape")(se)
-    se = layers.Conv2D(filters_se, 1, padding="same", activation=ACTIVATION, kernel_initializer=CONV_INIT,
-                       name=f"{prefix}se_reduce")(se)
-    se = layers.Conv2D(filters, 1, padding="same", activation="sigmoid", kernel_initializer=CONV_INIT,
-                       name=f"{prefix}se_expand")(se)
-    return layers.multiply([x, se], name=f"{prefix}se_excite")
 
 
 def _shortcut(x, inputs, filters_in, filters_out, strides, drop_rate, prefix):
