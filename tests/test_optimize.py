@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import kzoo
-from kzoo.optimize import optimize_for_inference
+from kzoo.optimize import optimize_for_inference, winograd_tile
+from kzoo.winograd import WinogradConv2D
 
 
 def randomize(model, seed=0):
@@ -66,7 +67,7 @@ FAMILIES = [
 @pytest.mark.parametrize("name,size,left", FAMILIES, ids=[f[0] for f in FAMILIES])
 def test_same_function_float64(float64, name, size, left):
     model = randomize(kzoo.create_model(name, weights=None, input_shape=(size, size, 3), include_top=True))
-    fast = optimize_for_inference(model)
+    fast = optimize_for_inference(model, winograd=True)  # on (the default) on CPU, forced for GPU runs
     x = np.random.default_rng(1).normal(size=(2, size, size, 3))
     err = _rel_err(model(x, training=False), fast(x, training=False))
     assert err < 1e-10, f"{name}: relative error {err:.2e}"
@@ -76,6 +77,8 @@ def test_same_function_float64(float64, name, size, left):
     if left is not None:
         assert bn_after == left
     assert len(fast.layers) < len(model.layers)
+    if name == "resnet50":  # its 3x3 convs with >= 128 channels run as Winograd
+        assert _count(fast, WinogradConv2D) == 13
     if name in ("mobilenetv2", "efficientnetb0"):  # their stride-2 pads are exactly "same" pads
         assert _count(model, keras.layers.ZeroPadding2D) > 0
         assert _count(fast, keras.layers.ZeroPadding2D) == 0
@@ -198,3 +201,104 @@ def test_subclassed_model_is_refused():
 
     with pytest.raises(TypeError, match="functional"):
         optimize_for_inference(Sub())
+
+
+# ----------------------------------------------------------------------------------------------
+# Winograd
+
+
+def _winograd_pair(h, w, cin, cout, tile, activation=None, use_bias=True, seed=0):
+    """A Conv2D with random weights and the WinogradConv2D made from it."""
+    conv = keras.layers.Conv2D(cout, 3, padding="same", activation=activation, use_bias=use_bias)
+    conv.build((None, h, w, cin))
+    rng = np.random.default_rng(seed)
+    conv.set_weights([rng.normal(size=v.shape) for v in conv.weights])
+    return conv, WinogradConv2D.from_conv2d(conv, tile=tile)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("h,w,activation,use_bias", [(8, 8, None, True), (7, 9, "relu", True),
+                                                     (1, 5, "swish", False), (13, 6, None, False)])
+def test_winograd_layer_equals_conv2d_float64(float64, tile, h, w, activation, use_bias):
+    conv, wino = _winograd_pair(h, w, 5, 6, tile, activation, use_bias)
+    x = np.random.default_rng(1).normal(size=(3, h, w, 5))
+    y = wino(x)
+    assert tuple(y.shape) == (3, h, w, 6)
+    assert _rel_err(conv(x), y) < 1e-12
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_layer_float32_rounding(tile):
+    conv, wino = _winograd_pair(28, 28, 128, 128, tile)
+    x = np.random.default_rng(2).normal(size=(2, 28, 28, 128)).astype("float32")
+    err = _rel_err(conv(x), wino(x))
+    assert err < (1e-6 if tile == 2 else 1e-5), err  # measured 3e-7 and 6e-6; a direct conv: 3e-7
+
+
+def test_winograd_config_round_trip(tmp_path):
+    inputs = keras.Input((9, 10, 4))
+    conv, wino = _winograd_pair(9, 10, 4, 3, 4, "relu")
+    model = keras.Model(inputs, wino(inputs))
+    assert WinogradConv2D.from_config(wino.get_config()).get_config() == wino.get_config()
+    model.save(tmp_path / "w.keras")
+    loaded = keras.saving.load_model(tmp_path / "w.keras")
+    x = np.random.default_rng(3).normal(size=(2, 9, 10, 4)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(loaded(x)))
+    assert isinstance(loaded.layers[-1], WinogradConv2D) and loaded.layers[-1].tile == 4
+
+
+def _resnet_like(size, channels):
+    """Bottleneck-style blocks: conv-BN-ReLU, 3x3 conv-BN-ReLU, add. Plus convs Winograd must skip."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(channels, 1, name="stem")(inputs)
+    for i in range(2):
+        y = keras.layers.Conv2D(channels, 3, padding="same", name=f"b{i}_conv")(x)
+        y = keras.layers.BatchNormalization(name=f"b{i}_bn")(y)
+        y = keras.layers.Activation("relu", name=f"b{i}_relu")(y)
+        x = keras.layers.Add()([x, y])
+    x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", name="stride2")(x)
+    x = keras.layers.Conv2D(channels, 3, dilation_rate=2, padding="same", name="dilated")(x)
+    x = keras.layers.Conv2D(channels, 3, name="valid")(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", name="narrow")(x)  # < 128 channels: not worth it
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize("size,tile", [(15, 2), (29, 4)])
+def test_optimize_resnet_like_uses_winograd(float64, size, tile):
+    model = randomize(_resnet_like(size, 128), seed=13)
+    fast = optimize_for_inference(model, winograd=True)
+    x = np.random.default_rng(14).normal(size=(2, size, size, 3))
+    assert _rel_err(model(x, training=False), fast(x, training=False)) < 1e-12
+    for i in range(2):
+        layer = fast.get_layer(f"b{i}_conv")
+        assert isinstance(layer, WinogradConv2D) and layer.tile == tile
+        assert layer.get_config()["activation"] == "relu"
+    for name in ("stride2", "dilated", "valid", "narrow"):
+        assert type(fast.get_layer(name)) is keras.layers.Conv2D
+    plain = optimize_for_inference(model, winograd=False)
+    assert _count(plain, WinogradConv2D) == 0
+    assert _rel_err(model(x, training=False), plain(x, training=False)) < 1e-12
+
+
+def test_winograd_auto_is_on_for_cpu():
+    from kzoo.bench import accelerator_name
+
+    model = _resnet_like(15, 128)
+    assert (_count(optimize_for_inference(model), WinogradConv2D) > 0) == (accelerator_name() is None)
+
+
+def test_winograd_shape_rule():
+    conv = keras.layers.Conv2D(256, 3, padding="same")
+    assert winograd_tile(conv, keras.KerasTensor((None, 14, 14, 256))) == 2
+    assert winograd_tile(conv, keras.KerasTensor((None, 28, 28, 128))) == 4
+    assert winograd_tile(conv, keras.KerasTensor((None, 56, 56, 64))) == 0
+    assert winograd_tile(conv, keras.KerasTensor((None, None, None, 256))) == 0  # size unknown
+
+
+def test_resnet50_float32_with_winograd_within_1e5():
+    # At 224x224, conv3 (128 channels, 28x28) runs F(4x4, 3x3), conv4/conv5 F(2x2, 3x3).
+    model = randomize(kzoo.create_model("resnet50", weights=None, input_shape=(224, 224, 3)))
+    fast = optimize_for_inference(model, winograd=True)
+    assert sorted(layer.tile for layer in fast.layers if isinstance(layer, WinogradConv2D)) == [2] * 9 + [4] * 4
+    x = np.random.default_rng(15).uniform(-1, 1, size=(1, 224, 224, 3)).astype("float32")
+    assert _rel_err(model(x, training=False), fast(x, training=False)) < 1e-5
