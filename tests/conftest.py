@@ -34,6 +34,10 @@ def keras_defaults():
     if "keras" in sys.modules:
         import keras
 
+        from keras.src.backend.common import global_state
+
         keras.config.set_floatx("float32")
-        keras.config.set_dtype_policy("float32")
+        # Keras' pristine state has *no* global policy, so layers follow floatx. Setting an explicit
+        # "float32" policy here would silently pin every later float64 test (floatx) to float32.
+        global_state.set_global_attribute("dtype_policy", None)
     yield
