@@ -198,11 +198,15 @@ def device_name() -> str:
     return accelerator_name() or f"CPU {cpu_model()}"
 
 
+# The compute threads `kzoo bench --threads` set (None: all cores); the CPU peak counts only these.
+_compute_threads: int | None = None
+
+
 def device_peak(precision: str, device: str | None = None):
     """(TFLOPS, basis) of the device's dense peak for ``precision``, or (None, None) if unknown.
 
     GPUs: H100/H200/A100 from the reference tables. CPU: an *estimate*, cores x clock x FLOP/cycle
-    (32 for AVX2+FMA, 64 for AVX-512), for float32 only.
+    (32 for AVX2+FMA, 64 for AVX-512), for float32 only; cores are the ``--threads`` when fewer.
     """
     device = device or device_name()
     key = _PRECISION_KEY[precision]
@@ -214,7 +218,7 @@ def device_peak(precision: str, device: str | None = None):
         flags, mhz = _cpu_flags(), _cpu_mhz()
         if mhz and "fma" in flags:
             per_cycle = 64 if "avx512f" in flags else 32 if "avx2" in flags else 16
-            cores = os.cpu_count() or 1
+            cores = min(os.cpu_count() or 1, _compute_threads or os.cpu_count() or 1)
             tflops = cores * mhz * 1e6 * per_cycle / 1e12
             return tflops, (
                 f"est. CPU fp32 {cores} cores x {mhz / 1000:.2f} GHz x {per_cycle} FLOP/cycle = "
@@ -265,14 +269,14 @@ def environment() -> dict:
 
         env["jax"] = jax.__version__
         env["jax_default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
-    elif backend == "torch":
+    if backend == "torch" or "torch" in sys.modules:  # also for the timm baseline: its threads count
         import torch
 
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
-    for name in ("timm",):
-        with contextlib.suppress(ImportError):
-            env[name] = __import__(name).__version__
+        env["torch_interop_threads"] = torch.get_num_interop_threads()
+    if "timm" in sys.modules:  # never import it here: after TensorFlow that can crash (timm_import_problem)
+        env["timm"] = sys.modules["timm"].__version__
     return env
 
 
@@ -443,7 +447,29 @@ TIMM_NAMES = {
 }
 
 
+def timm_import_problem() -> str | None:
+    """Why importing timm now would be unsafe or impossible, or None when it is fine.
+
+    TensorFlow and triton (torch's GPU compiler, which torch imports as timm loads) each bundle LLVM;
+    importing triton *after* TensorFlow segfaults the process (TF 2.21 + triton 3.8). The CLI imports
+    timm before Keras, which is safe; a process that already holds TensorFlow must not try.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("timm") is None:
+        return "timm or torch is not installed (pip install torch timm to add it)"
+    if ("tensorflow" in sys.modules and "triton" not in sys.modules
+            and importlib.util.find_spec("triton") is not None):
+        return ("TensorFlow is already imported and triton is installed: importing triton after "
+                "TensorFlow crashes the process; import timm first (as `kzoo bench` does) or "
+                "uninstall triton (torch needs it only for torch.compile on CUDA)")
+    return None
+
+
 def timm_available() -> bool:
+    """torch and timm import (and are imported now, so a later TensorFlow import is safe)."""
+    if timm_import_problem():
+        return False
     try:
         import timm  # noqa: F401
         import torch  # noqa: F401
@@ -463,7 +489,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if type(exc).__name__ in ("ResourceExhaustedError", "OutOfMemoryError"):
         return True
     text = str(exc)
-    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+    lowered = text.lower()
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in lowered or "can't allocate memory" in lowered
 
 
 def _input_shape(model, batch_size):
@@ -559,19 +586,76 @@ def make_keras_step(model, batch_size: int, mode: str = "infer", jit: bool = Fal
     raise RuntimeError(f"unsupported Keras backend {backend!r}")
 
 
+def count_torch_macs(module, input_shape) -> int:
+    """Multiply-accumulates per image of a torch module, counted like :func:`count_macs`.
+
+    One batch-1 forward on zeros with hooks on ``Conv*d`` and ``Linear``: a conv costs
+    out_elements x in_channels / groups x kernel elements, a linear out_elements x in_features.
+    BN, activations and pooling are not counted, as for the Keras models.
+    """
+    import torch
+
+    total = [0]
+
+    def conv_hook(mod, inputs, output):
+        total[0] += (output[0].numel() * (mod.in_channels // mod.groups)
+                     * _prod(mod.kernel_size))
+
+    def linear_hook(mod, inputs, output):
+        total[0] += output[0].numel() * mod.in_features
+
+    hooks = []
+    for sub in module.modules():
+        if isinstance(sub, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+            hooks.append(sub.register_forward_hook(conv_hook))
+        elif isinstance(sub, torch.nn.Linear):
+            hooks.append(sub.register_forward_hook(linear_hook))
+    param = next(module.parameters())
+    was_training = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
+    finally:
+        module.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return total[0]
+
+
 def make_timm_step(name: str, batch_size: int, mode="infer", jit=False, precision="float32",
                    image_size=None, seed=0):
-    """timm's equivalent model, channels_last, same precision, ``torch.compile`` when ``jit``."""
+    """timm's equivalent model as ``(step, model)``: the same settings as the Keras candidates.
+
+    * channels_last weights and input (the layout Keras uses; torch's fast CPU/GPU conv path);
+    * the same precision: float32, or autocast to bf16/fp16 for the mixed policies (with a grad
+      scaler for fp16 training on CUDA, as Keras' LossScaleOptimizer); on CUDA float32 matmuls and
+      convs may use TF32, because TensorFlow and JAX do by default;
+    * ``torch.compile`` only when ``jit`` (eager otherwise, like a Keras run without XLA);
+    * every step ends with ``cuda.synchronize`` on a GPU (CPU ops are synchronous);
+    * ``image_size`` (int or (h, w)) should be the Keras model's, so both see the same pixels;
+      None falls back to timm's own default.
+    ``mode="train"``: one SGD step (lr 1e-4, momentum 0.9) of cross-entropy on random labels.
+    """
     import timm
     import torch
 
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and precision == "float32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     model = timm.create_model(TIMM_NAMES[name], pretrained=False)
     size = image_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[1:]
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
     model = model.to(device).to(memory_format=torch.channels_last)
+    model.kzoo_image_size = size  # read back by run_benchmarks for the result row
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand((batch_size, 3, *size), generator=gen).to(device).to(memory_format=torch.channels_last)
+    x = torch.rand((batch_size, 3, *size), generator=gen).to(device).contiguous(
+        memory_format=torch.channels_last)
     autocast_dtype = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(precision)
     autocast = (
         (lambda: torch.autocast(device_type=device, dtype=autocast_dtype))
@@ -590,10 +674,11 @@ def make_timm_step(name: str, batch_size: int, mode="infer", jit=False, precisio
 
         return step, model
     model.train()
-    y = torch.randint(0, 1000, (batch_size,), generator=gen).to(device)
+    num_classes = int(getattr(model, "num_classes", 1000))
+    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
-    scaler = torch.amp.GradScaler(enabled=precision == "mixed_float16" and device == "cuda")
+    scaler = torch.amp.GradScaler(device, enabled=precision == "mixed_float16" and device == "cuda")
     run = torch.compile(model) if jit else model
 
     def train_step():
@@ -603,8 +688,9 @@ def make_timm_step(name: str, batch_size: int, mode="infer", jit=False, precisio
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        value = loss.item()  # a host copy: the step has finished, on any device
         sync()
-        return loss
+        return value
 
     return train_step, model
 
@@ -713,9 +799,12 @@ def _summarise(result: BenchResult, blocks, prepared: Prepared):
             result.peak_basis = basis
 
 
-def peak_memory_bytes() -> int | None:
-    """Peak device memory of the process where the backend reports it (GPUs), else None."""
-    backend = _backend()
+def peak_memory_bytes(framework: str | None = None) -> int | None:
+    """Peak device memory of the process where the backend reports it (GPUs), else None.
+
+    ``framework`` "torch" asks torch (the timm candidate) whatever the Keras backend is.
+    """
+    backend = framework or _backend()
     try:
         if backend == "tensorflow":
             import tensorflow as tf
@@ -738,8 +827,8 @@ def peak_memory_bytes() -> int | None:
     return None
 
 
-def reset_peak_memory():
-    backend = _backend()
+def reset_peak_memory(framework: str | None = None):
+    backend = framework or _backend()
     with contextlib.suppress(Exception):
         if backend == "tensorflow":
             import tensorflow as tf
@@ -814,6 +903,9 @@ def run_benchmarks(
                 log(f"built {name} ({source}) in {time.perf_counter() - t0:.1f}s")
             except Exception as exc:  # noqa: BLE001 - reported in the table, the sweep goes on
                 built[source] = exc
+        # timm gets the Keras models' input size (timm's own default may differ, e.g. EfficientNet-B3)
+        keras_size = next((tuple(int(s) for s in m.inputs[0].shape[1:3])
+                           for m in built.values() if not isinstance(m, Exception)), None)
         for batch in batch_sizes:
             done += 1
             log(f"[{done}/{total}] {name} {mode} batch {batch} {precision} "
@@ -824,7 +916,7 @@ def run_benchmarks(
                                   backend=backend if source != "timm" else "torch", device=device)
                 prepared = None
                 try:
-                    reset_peak_memory()
+                    reset_peak_memory("torch" if source == "timm" else None)
                     if source == "timm":
                         if not timm_available():
                             raise LookupError("timm/torch not installed")
@@ -832,13 +924,16 @@ def run_benchmarks(
                             raise LookupError(f"no timm equivalent for {name!r}")
                         holder = {}
 
-                        def make(b, _name=name, _holder=holder):
-                            step, tmodel = make_timm_step(_name, b, mode, jit, precision, image_size)
+                        def make(b, _name=name, _holder=holder, _size=image_size or keras_size):
+                            step, tmodel = make_timm_step(_name, b, mode, jit, precision, _size)
                             _holder["model"] = tmodel
                             return step
 
                         prepared = prepare_with_backoff(make, batch, log=log)
-                        res.params = sum(p.numel() for p in holder["model"].parameters())
+                        tmodel = holder["model"]
+                        res.image_size = tuple(tmodel.kzoo_image_size)
+                        res.params = sum(p.numel() for p in tmodel.parameters())
+                        res.gflops_per_image = 2 * count_torch_macs(tmodel, (3, *res.image_size)) / 1e9
                     else:
                         model = built[source]
                         if isinstance(model, Exception):
@@ -856,7 +951,7 @@ def run_benchmarks(
             measure_interleaved(candidates, warmup=warmup, repeats=repeats, min_time=min_time, log=log)
             for res, prepared in candidates:
                 if prepared is not None:
-                    res.peak_memory_bytes = peak_memory_bytes()
+                    res.peak_memory_bytes = peak_memory_bytes("torch" if res.source == "timm" else None)
             results.extend(res for res, _ in candidates)
             del candidates
             gc.collect()
@@ -917,12 +1012,13 @@ def format_table(results: list[BenchResult], ratio_list: list[Ratio] | None = No
     ratio_list = ratios(results) if ratio_list is None else ratio_list
     rmap = {(r.model, r.source, r.mode, r.precision, r.jit, r.batch_size, r.baseline): r for r in ratio_list}
     headers = ["model", "source", "mode", "precision", "jit", "batch", "img/s", "img/s min-max",
-               "ms/batch", "cpu ms", "compile s", "GFLOP/img", "%peak", "x keras", "x keras cpu", "x timm"]
+               "ms/batch", "cpu ms", "compile s", "GFLOP/img", "%peak", "x keras", "x keras cpu", "x timm",
+               "x timm cpu"]
     rows = []
     for r in results:
         if r.error:
             rows.append([r.model, r.source, r.mode, r.precision, "jit" if r.jit else "-",
-                         str(r.requested_batch_size), "error: " + r.error[:60]] + [""] * 9)
+                         str(r.requested_batch_size), "error: " + r.error[:60]] + [""] * 10)
             continue
         base = (r.model, r.source, r.mode, r.precision, r.jit, r.requested_batch_size)
         vs_keras = rmap.get(base + ("keras",))
@@ -936,6 +1032,7 @@ def format_table(results: list[BenchResult], ratio_list: list[Ratio] | None = No
             _ratio_cell(vs_keras),
             _fmt(vs_keras.cpu_time_ratio, ".3f") if vs_keras else "",
             _ratio_cell(vs_timm),
+            _fmt(vs_timm.cpu_time_ratio, ".3f") if vs_timm else "",
         ])
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
@@ -967,7 +1064,8 @@ def write_csv(path, results, env):
         rmap[(r.model, r.source, r.mode, r.precision, r.jit, r.batch_size, r.baseline)] = r
     fields = list(BenchResult.__dataclass_fields__)
     fields.remove("step_ms")
-    extra = ["ratio_vs_keras", "cpu_ratio_vs_keras", "ratio_vs_timm", "cpu", "keras_version"]
+    extra = ["ratio_vs_keras", "cpu_ratio_vs_keras", "ratio_vs_timm", "cpu_ratio_vs_timm", "cpu",
+             "keras_version"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields + extra)
         writer.writeheader()
@@ -978,6 +1076,7 @@ def write_csv(path, results, env):
             row["ratio_vs_keras"] = k.images_per_s_ratio if k else None
             row["cpu_ratio_vs_keras"] = k.cpu_time_ratio if k else None
             row["ratio_vs_timm"] = t.images_per_s_ratio if t else None
+            row["cpu_ratio_vs_timm"] = t.cpu_time_ratio if t else None
             row["cpu"] = env.get("cpu")
             row["keras_version"] = env.get("keras")
             writer.writerow(row)
@@ -1051,9 +1150,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _set_threads(n: int | None):
+def _set_threads(n: int | None, torch_too: bool = False):
+    """``n`` compute threads (and one inter-op thread) for the Keras backend, and for torch when
+    it computes too (the Keras torch backend, or the timm baseline), so a comparison is fair."""
+    global _compute_threads
     if not n:
         return
+    _compute_threads = int(n)
     backend = _backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -1061,10 +1164,12 @@ def _set_threads(n: int | None):
         with contextlib.suppress(RuntimeError):  # only possible before TF initialises
             tf.config.threading.set_intra_op_parallelism_threads(n)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-    elif backend == "torch":
+    if backend == "torch" or torch_too:
         import torch
 
         torch.set_num_threads(n)
+        with contextlib.suppress(RuntimeError):  # only possible before torch's first parallel op
+            torch.set_num_interop_threads(1)
 
 
 def cli_main(argv=None) -> int:
@@ -1079,9 +1184,10 @@ def cli_main(argv=None) -> int:
             print(f"kzoo bench: --compare takes keras and/or timm, got {c!r}", file=sys.stderr)
             return 2
     sources = ["kzoo"] + (["kzoo-opt"] if args.optimize else []) + compare
+    # timm (and torch, triton) must be imported before Keras brings in TensorFlow: see timm_import_problem
     if "timm" in compare and not timm_available():
-        print("kzoo bench: timm or torch is not installed; the timm baseline is skipped "
-              "(pip install torch timm to add it)", file=sys.stderr)
+        print(f"kzoo bench: the timm baseline is skipped: {timm_import_problem() or 'timm does not import'}",
+              file=sys.stderr)
         sources.remove("timm")
     from kzoo.models import get_model_spec
     from kzoo.errors import UnknownModel
@@ -1091,7 +1197,7 @@ def cli_main(argv=None) -> int:
     except UnknownModel as exc:
         print(f"kzoo bench: {exc}", file=sys.stderr)
         return 2
-    _set_threads(args.threads)
+    _set_threads(args.threads, torch_too="timm" in sources)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     env = environment()
     jit = default_jit() if args.jit is None else args.jit

@@ -5,6 +5,7 @@ No timing assertions: speed is measured in benchmarks/, never asserted in unit t
 
 import csv
 import json
+import math
 import os
 
 import keras
@@ -177,6 +178,17 @@ def test_device_peaks_from_reference():
     assert bench.device_peak("mixed_bfloat16", "Some Other GPU") == (None, None)
 
 
+def test_cpu_peak_counts_only_the_threads_used(monkeypatch):
+    monkeypatch.setattr(bench, "_cpu_flags", lambda: {"fma", "avx2"})
+    monkeypatch.setattr(bench, "_cpu_mhz", lambda: 2000.0)
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(bench, "_compute_threads", None)
+    assert bench.device_peak("float32", "CPU x")[0] == pytest.approx(4 * 2.0e9 * 32 / 1e12)
+    monkeypatch.setattr(bench, "_compute_threads", 1)
+    tflops, basis = bench.device_peak("float32", "CPU x")
+    assert tflops == pytest.approx(2.0e9 * 32 / 1e12) and "1 cores" in basis
+
+
 def test_keras_application_names():
     assert bench.keras_application("resnet50") is keras.applications.ResNet50
     assert bench.keras_application("efficientnetv2s") is keras.applications.EfficientNetV2S
@@ -227,3 +239,101 @@ def test_make_step_runs_on_device_resident_batch():
     step = bench.make_keras_step(model, 3, "infer")
     out = step()
     assert np.asarray(out).shape == (3, 10)
+
+
+# ---- the timm baseline: runs only where torch and timm are installed (not in CI's venv)
+
+
+def test_timm_import_problem_names_the_cause(monkeypatch):
+    import importlib.util
+    import sys
+
+    installed = {"torch", "timm", "triton"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow", object()))
+    monkeypatch.delitem(sys.modules, "triton", raising=False)
+    assert "triton" in bench.timm_import_problem()  # importing triton after TF would crash
+    assert not bench.timm_available()
+    installed.discard("triton")
+    assert bench.timm_import_problem() is None
+    installed.discard("timm")
+    assert "not installed" in bench.timm_import_problem()
+
+
+def _timm():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    return torch
+
+
+def test_count_torch_macs_by_hand():
+    torch = _timm()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),  # 8*8 * 4 * 3*3*3 = 6912
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4),  # 4*4 * 4 * 9 = 576
+        torch.nn.Conv2d(4, 6, 1, groups=2),  # 4*4 * 6 * 2 = 192
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(6, 10),  # 60
+    )
+    net.train()
+    assert bench.count_torch_macs(net, (3, 8, 8)) == 6912 + 576 + 192 + 60
+    assert net.training  # the count leaves the module as it found it
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_timm_step_same_settings_as_keras(mode):
+    """channels_last, the requested input size, float32, eager without jit; a train step updates."""
+    torch = _timm()
+    step, model = bench.make_timm_step("mobilenetv2", 2, mode=mode, image_size=64)
+    assert model.kzoo_image_size == (64, 64)
+    conv = model.conv_stem.weight
+    assert conv.dtype == torch.float32 and conv.is_contiguous(memory_format=torch.channels_last)
+    before = conv.detach().clone()
+    out = step()
+    if mode == "infer":
+        assert tuple(out.shape) == (2, 1000) and out.dtype == torch.float32
+        assert not model.training and torch.equal(conv, before)
+    else:
+        assert isinstance(out, float) and math.isfinite(out)
+        assert model.training and not torch.equal(conv, before)
+
+
+def test_timm_mobilenetv2_is_the_same_architecture():
+    """timm's mobilenetv2_100 and MobileNetV2(alpha=1.0) count the same multiply-adds (the conv and
+    dense shapes agree); timm's resnet50 (v1.5, stride on the 3x3) costs ~6 % more than Keras' v1."""
+    _timm()
+    _, tmodel = bench.make_timm_step("mobilenetv2", 1, image_size=224)
+    kmodel = keras.applications.MobileNetV2(weights=None)
+    assert bench.count_torch_macs(tmodel, (3, 224, 224)) == bench.count_macs(kmodel)
+    _, resnet = bench.make_timm_step("resnet50", 1, image_size=224)
+    assert bench.count_torch_macs(resnet, (3, 224, 224)) / 1e9 == pytest.approx(4.09, abs=0.02)
+
+
+def test_run_benchmarks_with_timm_baseline():
+    """The timm candidate runs interleaved with Keras at the Keras model's input size, with FLOPs."""
+    _timm()
+
+    def build(name, source, image_size=None, precision="float32"):
+        with bench.dtype_policy(precision):
+            return keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3))
+
+    results = bench.run_benchmarks(["mobilenetv2"], [2], sources=("kzoo", "timm"), warmup=1, repeats=2,
+                                   min_time=0.01, build=build)
+    kz, tm = results
+    assert tm.error is None and tm.backend == "torch" and tm.image_size == (64, 64)
+    assert tm.images_per_s > 0 and tm.params > 3_000_000 and len(tm.block_images_per_s) == 2
+    assert tm.gflops_per_image == pytest.approx(kz.gflops_per_image)
+    (ratio,) = bench.ratios(results)
+    assert ratio.baseline == "timm" and ratio.cpu_time_ratio > 0
+    assert "x timm cpu" in bench.format_table(results)
+
+
+def test_threads_apply_to_torch_for_timm():
+    torch = _timm()
+    before = torch.get_num_threads()
+    try:
+        bench._set_threads(1, torch_too=True)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
