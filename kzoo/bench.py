@@ -348,6 +348,11 @@ def layer_macs(layer, input_shape, output_shape) -> int:
         _, in_ch = split(input_shape)
         mid = int(in_ch) * int(cfg.get("depth_multiplier", 1))
         return _prod(out_spatial) * mid * (_prod(cfg["kernel_size"]) + int(out_ch))
+    if kind == "WinogradConv2D":
+        # Counted as the 3x3 conv it computes, not the ~2.25-4x fewer products it does: GFLOP/img is a
+        # property of the function, so kzoo-opt's %peak reads as effective throughput, comparable with keras'.
+        out_spatial, out_ch = split(output_shape)
+        return _prod(out_spatial) * int(out_ch) * 9 * int(split(input_shape)[1])
     if re.fullmatch(r"Conv[123]D", kind):
         out_spatial, out_ch = split(output_shape)
         _, in_ch = split(input_shape)

@@ -1,8 +1,9 @@
-"""kzoo builders use Keras 3 ops only: the same weights give the same outputs under KERAS_BACKEND=jax.
+"""kzoo builders use Keras 3 ops only: the same weights give the same outputs under the JAX and PyTorch backends.
 
 The TensorFlow side (this process) loads a tf_keras-written legacy h5 into the kzoo model and records its
-outputs on random inputs; a subprocess with ``KERAS_BACKEND=jax`` (and 64-bit JAX) builds the same kzoo
-model, loads the same file with kzoo's loader, and must reproduce those outputs in float64.
+outputs on random inputs; a subprocess with ``KERAS_BACKEND=jax`` (64-bit JAX) or ``KERAS_BACKEND=torch``
+builds the same kzoo model, loads the same file with kzoo's loader, and must reproduce those outputs in
+float64. Each backend's case skips when its package is not installed ([dev] installs JAX, not torch).
 
 Tolerance 1e-6, not ~1e-12: Keras' TensorFlow backend turns Python-float constants (``Rescaling(1/255)``,
 the fixed statistics of ``Normalization(mean=..., variance=...)``) into float32 tensors before casting
@@ -12,6 +13,7 @@ them to float64 (``tf.cast`` of a Python float), which JAX does not; that alone 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,8 +25,6 @@ import pytest
 
 from compat import float64, keras2_weights_file, relative_error
 
-pytest.importorskip("jax")
-
 SIZE = (32, 32, 3)
 # Weighted preprocessing + SE blocks; custom layers (LayerScale) + nested Sequentials + grouped convs;
 # a plain classic from the other builders' families.
@@ -33,22 +33,26 @@ CASES = [("EfficientNetB0", False), ("ConvNeXtTiny", False), ("ResNet50", False)
 _CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np
+    job = json.loads(sys.argv[1])
+    job_backend = job["backend"]
     import keras
-    assert keras.backend.backend() == "jax", keras.backend.backend()
+    assert keras.backend.backend() == job_backend, keras.backend.backend()
     keras.config.set_floatx("float64")
     import kzoo
-    job = json.loads(sys.argv[1])
     data = np.load(job["inputs"])
     results = {}
     for name, include_top, weights in job["cases"]:
         keras.backend.clear_session()
         model = getattr(kzoo, name)(weights=weights, include_top=include_top, input_shape=tuple(job["size"]))
-        results[name] = np.asarray(model(data["x"], training=False))
+        results[name] = keras.ops.convert_to_numpy(model(data["x"], training=False))
     np.savez(job["outputs"], **results)
 """)
 
 
-def test_jax_backend_matches_tensorflow(tmp_path):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_matches_tensorflow(backend, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
     import keras
     import tf_keras
 
@@ -72,8 +76,9 @@ def test_jax_backend_matches_tensorflow(tmp_path):
         jobs.append((name, include_top, path))
     np.savez(tmp_path / "inputs.npz", x=x)
 
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
-    job = dict(cases=jobs, size=list(SIZE), inputs=str(tmp_path / "inputs.npz"), outputs=str(tmp_path / "out.npz"))
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+    job = dict(backend=backend, cases=jobs, size=list(SIZE), inputs=str(tmp_path / "inputs.npz"),
+               outputs=str(tmp_path / "out.npz"))
     done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -57,6 +57,17 @@ def test_count_macs_resnet50_matches_published():
     assert bench.count_macs(model) / 1e9 == pytest.approx(3.86, abs=0.02)
 
 
+def test_optimized_model_counts_the_same_function():
+    """Folding and Winograd change how the 3x3 convs are computed, not the function's nominal MACs."""
+    import kzoo
+    from kzoo.winograd import WinogradConv2D
+
+    model = kzoo.ResNet50(weights=None, input_shape=(64, 64, 3), include_top=False)
+    fast = kzoo.optimize_for_inference(model, winograd=True)
+    assert any(isinstance(layer, WinogradConv2D) for layer in fast.layers)
+    assert bench.count_macs(fast) == bench.count_macs(model)
+
+
 class FakeOOM(Exception):
     pass
 
