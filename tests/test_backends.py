@@ -27,8 +27,8 @@ from compat import float64, keras2_weights_file, relative_error
 
 SIZE = (32, 32, 3)
 # Weighted preprocessing + SE blocks; custom layers (LayerScale) + nested Sequentials + grouped convs;
-# a plain classic from the other builders' families.
-CASES = [("EfficientNetB0", False), ("ConvNeXtTiny", False), ("ResNet50", False)]
+# a plain classic from the other builders' families; a classifier head with hard-swish and a Rescaling input.
+CASES = [("EfficientNetB0", False), ("ConvNeXtTiny", False), ("ResNet50", False), ("MobileNetV3Small", True)]
 
 _CHILD = textwrap.dedent("""
     import json, sys

@@ -73,14 +73,18 @@ def fresh_names(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- numerics
 
-NUMERIC_FAST = [("EfficientNetB0", False), ("EfficientNetV2B0", True), ("EfficientNetV2S", False),
-                ("ConvNeXtTiny", False), ("ConvNeXtTiny", True), ("NASNetMobile", True)]
-# Odd widths/rounding (B3), depth rounding (V2B1), NASNet-A Large's skip_reduction wiring.
-NUMERIC_SLOW = [("EfficientNetB3", False), ("EfficientNetV2B1", False), ("NASNetLarge", False)]
+NUMERIC_FAST = [("EfficientNetB0", False), ("EfficientNetV2B0", True), ("ConvNeXtTiny", True), ("NASNetMobile", True)]
+# Odd widths/rounding (B3), depth rounding (V2B1).
+NUMERIC_SLOW = [("EfficientNetB3", False), ("EfficientNetV2B1", False)]
+# With KZOO_FULL_SWEEP=1 only (all passed in the full run of 2026-11-22): the same blocks at larger
+# scale (V2S: the blocks of V2B0/B1), ConvNeXtTiny without its head (a subset of the top case), and
+# NASNet-A Large's skip_reduction wiring (its layout is compared in every run).
+NUMERIC_SWEEP = [("EfficientNetV2S", False), ("ConvNeXtTiny", False), ("NASNetLarge", False)]
 
 
-@pytest.mark.parametrize("name,include_top", NUMERIC_FAST + [pytest.param(*case, marks=pytest.mark.slow)
-                                                             for case in NUMERIC_SLOW])
+@pytest.mark.parametrize("name,include_top", NUMERIC_FAST
+                         + [pytest.param(*case, marks=pytest.mark.slow) for case in NUMERIC_SLOW]
+                         + [pytest.param(*case, marks=pytest.mark.sweep) for case in NUMERIC_SWEEP])
 def test_weights_compatible_both_ways(fresh_names, name, include_top):
     errors = check_compat(name, include_top, SIZE, batch=2)
     assert max(errors.values()) <= 1e-5, errors

@@ -309,9 +309,9 @@ def _assert_same_files(a, b):
 
 
 SLIM_SHIPPED = ["resnet_v2_50", "inception_v3",
-                pytest.param("vgg_16", marks=pytest.mark.slow), pytest.param("vgg_19", marks=pytest.mark.slow),
+                pytest.param("vgg_16", marks=pytest.mark.slow), pytest.param("vgg_19", marks=pytest.mark.sweep),
                 pytest.param("resnet_v2_101", marks=pytest.mark.slow),
-                pytest.param("resnet_v2_152", marks=pytest.mark.slow)]
+                pytest.param("resnet_v2_152", marks=pytest.mark.sweep)]  # sweep: same rules as 16 / 101
 REFERENCE_ONLY = ["mobilenet_v2", "mobilenet_v2_140", "nasnet_mobile"]
 
 

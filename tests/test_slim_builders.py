@@ -168,7 +168,7 @@ def test_resnet_v1_50_matches_slim(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("depth", [101, 152])
+@pytest.mark.parametrize("depth", [101, pytest.param(152, marks=pytest.mark.sweep)])  # 152: 101's rules, deeper
 def test_resnet_v1_deep_matches_slim(depth, tmp_path):
     from tf_slim.nets import resnet_v1
 
