@@ -28,6 +28,10 @@ from compat import float64, keras2_weights_file, relative_error
 SIZE = (32, 32, 3)
 # Weighted preprocessing + SE blocks; custom layers (LayerScale) + nested Sequentials + grouped convs;
 # a plain classic from the other builders' families; a classifier head with hard-swish and a Rescaling input.
+# Keras 3.15.1's torch backend computes ops.matmul of two float64 tensors in float32 (measured: its result
+# dtype is float32), so the Dense layers (ConvNeXt's MLPs, the heads) round at float32: 1.1e-6 measured on
+# ConvNeXtTiny. A wrong op or weight still gives O(1).
+TOLERANCE = {"jax": 1e-6, "torch": 1e-5}
 CASES = [("EfficientNetB0", False), ("ConvNeXtTiny", False), ("ResNet50", False), ("MobileNetV3Small", True)]
 
 _CHILD = textwrap.dedent("""
@@ -85,4 +89,4 @@ def test_backend_matches_tensorflow(backend, tmp_path):
     actual = np.load(tmp_path / "out.npz")
     for name, _ in cases:
         assert actual[name].dtype == np.float64
-        assert relative_error(actual[name], expected[name]) <= 1e-6, name
+        assert relative_error(actual[name], expected[name]) <= TOLERANCE[backend], name
