@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from kzoo.devices import accelerator_name
+
 MODES = ("infer", "train")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SOURCES = ("kzoo", "kzoo-opt", "keras", "timm")
@@ -164,33 +166,6 @@ def _cpu_mhz() -> float | None:
                     return float(line.split(":", 1)[1])
     except (OSError, ValueError):
         pass
-    return None
-
-
-def accelerator_name() -> str | None:
-    """The GPU the active backend computes on, or None for CPU."""
-    backend = _backend()
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                details = tf.config.experimental.get_device_details(gpus[0])
-                return details.get("device_name", "GPU")
-        elif backend == "jax":
-            import jax
-
-            dev = jax.devices()[0]
-            if dev.platform != "cpu":
-                return dev.device_kind
-        elif backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001 - a missing device is simply "cpu"
-        return None
     return None
 
 

@@ -85,7 +85,7 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             f"{type(model).__name__}; subclassed models have no graph to rewrite."
         )
     if winograd == "auto":
-        from kzoo.bench import accelerator_name
+        from kzoo.devices import accelerator_name
 
         winograd = accelerator_name() is None
     graph = _Graph(model)

@@ -281,7 +281,7 @@ def test_optimize_resnet_like_uses_winograd(float64, size, tile):
 
 
 def test_winograd_auto_is_on_for_cpu():
-    from kzoo.bench import accelerator_name
+    from kzoo.devices import accelerator_name
 
     model = _resnet_like(15, 128)
     assert (_count(optimize_for_inference(model), WinogradConv2D) > 0) == (accelerator_name() is None)
