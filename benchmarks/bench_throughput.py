@@ -35,7 +35,7 @@ def _model(name, source):
     key = (name, source)
     if key not in _MODELS:
         _MODELS.clear()  # one architecture in memory at a time
-        _MODELS[key] = bench.build_model(name, source, precision=PRECISION)
+        _MODELS[key] = bench.build_model(name, source, precision=PRECISION, batch_size=BATCH)
     return _MODELS[key]
 
 

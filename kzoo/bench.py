@@ -385,10 +385,11 @@ def keras_application(name: str):
     return getattr(keras.applications, attr)
 
 
-def build_model(name: str, source: str, *, image_size=None, precision="float32"):
+def build_model(name: str, source: str, *, image_size=None, precision="float32", batch_size=None):
     """A randomly initialised classifier (``include_top=True``) from ``source``.
 
-    ``image_size`` None keeps the model's own default input size.
+    ``image_size`` None keeps the model's own default input size. ``batch_size`` is for ``kzoo-opt``:
+    :func:`kzoo.optimize_for_inference` picks its Winograd tiles for the batch it will run.
     """
     kwargs = {"weights": None}
     if image_size:
@@ -402,7 +403,7 @@ def build_model(name: str, source: str, *, image_size=None, precision="float32")
             if source == "kzoo-opt":
                 from kzoo.optimize import optimize_for_inference
 
-                model = optimize_for_inference(model)
+                model = optimize_for_inference(model, batch_size=batch_size)
             return model
         if source == "keras":
             builder = keras_application(name)
@@ -855,7 +856,8 @@ def run_benchmarks(
     """Measure every model x batch size, each source interleaved with the others.
 
     ``build(name, source, image_size=, precision=)`` returns a Keras model (default
-    :func:`build_model`); it is how tests inject a tiny model. ``timm`` runs only when torch and
+    :func:`build_model`); it is how tests inject a tiny model. ``kzoo-opt`` is built once per batch
+    size, with ``batch_size=`` too, because the optimizer tunes its Winograd tiles to the batch. ``timm`` runs only when torch and
     timm are importable (it is skipped with a note otherwise).
     """
     if mode not in MODES:
@@ -874,19 +876,24 @@ def run_benchmarks(
     done = 0
     for name in models:
         built = {}
-        for source in sources:
-            if source == "timm":
-                continue
+        def build_logged(source, **extra):
             try:
                 t0 = time.perf_counter()
-                built[source] = build(name, source, image_size=image_size, precision=precision)
+                model = build(name, source, image_size=image_size, precision=precision, **extra)
                 log(f"built {name} ({source}) in {time.perf_counter() - t0:.1f}s")
+                return model
             except Exception as exc:  # noqa: BLE001 - reported in the table, the sweep goes on
-                built[source] = exc
+                return exc
+
+        for source in sources:
+            if source not in ("timm", "kzoo-opt"):
+                built[source] = build_logged(source)
         # timm gets the Keras models' input size (timm's own default may differ, e.g. EfficientNet-B3)
         keras_size = next((tuple(int(s) for s in m.inputs[0].shape[1:3])
                            for m in built.values() if not isinstance(m, Exception)), None)
         for batch in batch_sizes:
+            if "kzoo-opt" in sources:
+                built["kzoo-opt"] = build_logged("kzoo-opt", batch_size=batch)
             done += 1
             log(f"[{done}/{total}] {name} {mode} batch {batch} {precision} "
                 f"{'jit' if jit else 'no-jit'}: {', '.join(sources)}")

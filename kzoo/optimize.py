@@ -54,7 +54,7 @@ _INFERENCE_IDENTITY = (
 
 
 def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True, drop_identity=True,
-                           fold_padding=True, winograd="auto"):
+                           fold_padding=True, winograd="auto", batch_size=None):
     """Return a new functional model that computes ``model(x, training=False)`` with fewer layers.
 
     Args:
@@ -67,10 +67,13 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         winograd: compute the 3x3 stride-1 convolutions with at least 128 channels by Winograd
             F(4x4, 3x3) or F(2x2, 3x3) (:class:`kzoo.winograd.WinogradConv2D`; rule and measurements
             in :func:`winograd_tile`). ``"auto"`` (default): on when the backend computes on the CPU,
-            where it was measured faster (ResNet50, 1 thread: 1.13x at batch 8, 1.03x at batch 1 over
-            folding alone) and within float32 rounding of the direct conv (2e-7 relative on a
-            random-weight ResNet50); off on a GPU, where cuDNN picks its own algorithm and this was
-            not measured. True/False force it on/off.
+            where it was measured faster (ResNet50, 1 thread, over folding alone: 1.17x at batch 8
+            with ``batch_size=8``, 1.06x at batch 1) and within float32 rounding of the direct conv
+            (2e-7 relative on a random-weight ResNet50); off on a GPU, where cuDNN picks its own
+            algorithm and this was not measured. True/False force it on/off.
+        batch_size: the batch the optimised model will mostly run. Only Winograd's tile choice uses
+            it (bigger batches amortise bigger tiles); any batch still computes the same function.
+            None: the input's static batch, else planned for batch 1.
 
     Returns:
         A ``keras.Model`` with the same inputs and outputs (shapes, dtypes, names). Outputs agree
@@ -90,7 +93,7 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         winograd = accelerator_name() is None
     graph = _Graph(model)
     plan = _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding)
-    options = (fold_batchnorm, fuse_activations, drop_identity, fold_padding, winograd)
+    options = (fold_batchnorm, fuse_activations, drop_identity, fold_padding, winograd, batch_size)
 
     new_inputs = [
         keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_tensor_name(x)) for x in graph.inputs
@@ -107,7 +110,8 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         args, kwargs = node.arguments.fill_in(values)
         fold = plan.folds.get(id(node))
         same = id(node) in plan.same_padding
-        tile = winograd_tile(op, node.input_tensors[0], same) if winograd and graph.calls[id(op)] == 1 else 0
+        tile = (winograd_tile(op, node.input_tensors[0], same, batch_size)
+                if winograd and graph.calls[id(op)] == 1 else 0)
         if tile:
             layer = _winograd_layer(op, fold, tile)
             out = layer(*args, **kwargs)
@@ -318,7 +322,7 @@ def _clone_operation(op, options, same=False):
     import keras
 
     if _is_functional(op):
-        fold_batchnorm, fuse_activations, drop_identity, fold_padding, winograd = options
+        fold_batchnorm, fuse_activations, drop_identity, fold_padding, winograd, batch_size = options
         return optimize_for_inference(
             op,
             fold_batchnorm=fold_batchnorm,
@@ -326,6 +330,7 @@ def _clone_operation(op, options, same=False):
             drop_identity=drop_identity,
             fold_padding=fold_padding,
             winograd=winograd,
+            batch_size=batch_size,
         )
     if not isinstance(op, keras.layers.Layer):
         return op
@@ -401,26 +406,28 @@ def _folded_values(old, bn):
 # Winograd
 
 
-def winograd_tile(conv, input_tensor, same=False):
+def winograd_tile(conv, input_tensor, same=False, batch_size=None):
     """The Winograd tile (4, 2) ``optimize_for_inference`` computes this conv with, or 0 for none.
 
     Eligible: a plain ``Conv2D``, 3x3, stride 1, dilation 1, one group, "same" padding, channels_last,
-    known input size. Shape rule, from single-thread CPU time on a 2-core AVX2 CPU (TF, float32),
-    Winograd vs the folded Conv2D (bias + ReLU included), batch 8 / batch 1:
+    known input size, at least 128 channels in and out. Which tile pays off depends on how many tiles
+    one call has, so on the batch: ``batch_size``, else the input's static batch, else 1 (the cautious
+    choice). Single-thread CPU time on a 2-core AVX2 CPU (TF, float32), Winograd over the folded Conv2D
+    (bias + ReLU included), two runs each, batch 8 / batch 1:
 
-    ====================  ===============  ===============
-    input (HxWxC, C out)  F(2x2, 3x3)      F(4x4, 3x3)
-    ====================  ===============  ===============
-    56x56x64              0.49x / 0.47x    0.86x / 0.95x
-    28x28x128             1.03x / 0.99x    1.51x / 1.24x
-    14x14x256             1.31x / 1.09x    1.44x / 0.74x
-    7x7x512               1.23x / 0.83x    1.59x / 0.55x
-    ====================  ===============  ===============
+    ====================  =========================  =========================
+    input (HxWxC, C out)  F(2x2, 3x3)                F(4x4, 3x3)
+    ====================  =========================  =========================
+    56x56x64              0.49-0.70x / 0.42-0.47x    0.86-1.08x / 0.90-0.95x
+    28x28x128             1.03-1.07x / 0.99-1.06x    1.51-1.54x / 1.24-1.29x
+    14x14x256             1.31-1.52x / 1.06-1.09x    1.44-1.62x / 0.74-0.75x
+    7x7x512               1.13-1.23x / 0.81-0.83x    1.54-1.59x / 0.55-0.70x
+    ====================  =========================  =========================
 
-    With fewer than 128 channels the per-tile transforms (which cost in proportion to the channels)
-    outweigh the saved products (which cost in proportion to channels squared). The 4x4 tile needs many
-    tiles per call to amortise its 4x larger transformed kernel, so it is used from 28x28 up; below,
-    the 2x2 tile (1.8x the kernel) is the better choice at batch 8 and close to even at batch 1.
+    F(4x4) wins from about 32 tiles of 4x4 per call (28x28 at batch 1, 7x7 at batch 8). Below that,
+    F(2x2) wins from about 49 tiles of 2x2 (14x14 at batch 1). Below that, the direct conv wins.
+    With fewer than 128 channels the transforms (cost ~ channels) outweigh the saved products
+    (~ channels squared).
     """
     if type(conv).__name__ != "Conv2D":
         return 0
@@ -436,11 +443,16 @@ def winograd_tile(conv, input_tensor, same=False):
     height, width, channels = shape[1:]
     if min(channels, cfg["filters"]) < WINOGRAD_MIN_CHANNELS:
         return 0
-    return 4 if height * width >= WINOGRAD_F4_MIN_PIXELS else 2
+    batch = int(batch_size or shape[0] or 1)
+    for tile, min_tiles in ((4, WINOGRAD_F4_MIN_TILES), (2, WINOGRAD_F2_MIN_TILES)):
+        if batch * -(-height // tile) * -(-width // tile) >= min_tiles:
+            return tile
+    return 0
 
 
 WINOGRAD_MIN_CHANNELS = 128
-WINOGRAD_F4_MIN_PIXELS = 28 * 28
+WINOGRAD_F4_MIN_TILES = 32
+WINOGRAD_F2_MIN_TILES = 49
 
 
 def _winograd_layer(conv, fold, tile):

@@ -67,7 +67,9 @@ FAMILIES = [
 @pytest.mark.parametrize("name,size,left", FAMILIES, ids=[f[0] for f in FAMILIES])
 def test_same_function_float64(float64, name, size, left):
     model = randomize(kzoo.create_model(name, weights=None, input_shape=(size, size, 3), include_top=True))
-    fast = optimize_for_inference(model, winograd=True)  # on (the default) on CPU, forced for GPU runs
+    # Winograd on (the default on CPU, forced for GPU runs), planned for batch 32 so that even these
+    # 32-px maps have enough tiles: every eligible ResNet50 conv runs F(4x4, 3x3). Any batch computes the same.
+    fast = optimize_for_inference(model, winograd=True, batch_size=32)
     x = np.random.default_rng(1).normal(size=(2, size, size, 3))
     err = _rel_err(model(x, training=False), fast(x, training=False))
     assert err < 1e-10, f"{name}: relative error {err:.2e}"
@@ -289,16 +291,32 @@ def test_winograd_auto_is_on_for_cpu():
 
 def test_winograd_shape_rule():
     conv = keras.layers.Conv2D(256, 3, padding="same")
-    assert winograd_tile(conv, keras.KerasTensor((None, 14, 14, 256))) == 2
-    assert winograd_tile(conv, keras.KerasTensor((None, 28, 28, 128))) == 4
-    assert winograd_tile(conv, keras.KerasTensor((None, 56, 56, 64))) == 0
+    # Batch unknown -> planned for batch 1: 4x4 tiles from 32 per call, 2x2 from 49, else the direct conv.
+    assert winograd_tile(conv, keras.KerasTensor((None, 28, 28, 128))) == 4  # 49 tiles of 4x4
+    assert winograd_tile(conv, keras.KerasTensor((None, 14, 14, 256))) == 2  # 16 of 4x4, 49 of 2x2
+    assert winograd_tile(conv, keras.KerasTensor((None, 7, 7, 512))) == 0  # 16 of 2x2
+    # The batch the model will run changes the plan: from the argument, else the input's static batch.
+    assert winograd_tile(conv, keras.KerasTensor((None, 14, 14, 256)), batch_size=2) == 4
+    assert winograd_tile(conv, keras.KerasTensor((None, 7, 7, 512)), batch_size=8) == 4
+    assert winograd_tile(conv, keras.KerasTensor((None, 7, 7, 512)), batch_size=4) == 2
+    assert winograd_tile(conv, keras.KerasTensor((8, 7, 7, 512))) == 4
+    assert winograd_tile(conv, keras.KerasTensor((None, 56, 56, 64))) == 0  # < 128 channels
     assert winograd_tile(conv, keras.KerasTensor((None, None, None, 256))) == 0  # size unknown
 
 
+def test_batch_size_hint_reaches_nested_models():
+    inner = _resnet_like(7, 128)
+    outer_in = keras.Input((7, 7, 3))
+    outer = keras.Model(outer_in, inner(outer_in))
+    tiles = lambda m: sorted(layer.tile for layer in _all_layers(m) if isinstance(layer, WinogradConv2D))  # noqa: E731
+    assert tiles(optimize_for_inference(outer, winograd=True)) == []
+    assert tiles(optimize_for_inference(outer, winograd=True, batch_size=8)) == [4, 4]
+
+
 def test_resnet50_float32_with_winograd_within_1e5():
-    # At 224x224, conv3 (128 channels, 28x28) runs F(4x4, 3x3), conv4/conv5 F(2x2, 3x3).
+    # At 224x224 and batch 1: conv3 (128 channels, 28x28) runs F(4x4, 3x3), conv4 F(2x2, 3x3), conv5 directly.
     model = randomize(kzoo.create_model("resnet50", weights=None, input_shape=(224, 224, 3)))
     fast = optimize_for_inference(model, winograd=True)
-    assert sorted(layer.tile for layer in fast.layers if isinstance(layer, WinogradConv2D)) == [2] * 9 + [4] * 4
+    assert sorted(layer.tile for layer in fast.layers if isinstance(layer, WinogradConv2D)) == [2] * 6 + [4] * 4
     x = np.random.default_rng(15).uniform(-1, 1, size=(1, 224, 224, 3)).astype("float32")
     assert _rel_err(model(x, training=False), fast(x, training=False)) < 1e-5
