@@ -14,8 +14,8 @@ What it does to a Keras functional model (any backend):
   ``padding="same"`` convolution when the explicit pads are exactly the "same" pads for the model's
   input size (the MobileNet/EfficientNet stride-2 blocks): one memory pass less, same numbers.
 * **Winograd convolution.** 3x3 stride-1 "same" Conv2D layers with at least 128 channels become
-  :class:`kzoo.winograd.WinogradConv2D` (F(4x4, 3x3) from 28x28 up, F(2x2, 3x3) below): 4x or 2.25x
-  fewer multiplications, which is what a compute-bound CPU needs (see :func:`winograd_tile`).
+  :class:`kzoo.winograd.WinogradConv2D` (F(4x4, 3x3) or F(2x2, 3x3), chosen from the tiles per call,
+  so from ``batch_size``): 4x or 2.25x fewer multiplications, which is what a compute-bound CPU needs (see :func:`winograd_tile`).
 * **Inference no-ops removed:** Dropout and the noise layers, which are the identity in inference.
 
 Everything else is cloned unchanged (``from_config`` + weights), so the result shares no state with
@@ -459,18 +459,9 @@ def _winograd_layer(conv, fold, tile):
     """A WinogradConv2D computing ``conv`` followed by what ``fold`` absorbed (BN, activation)."""
     from kzoo.winograd import WinogradConv2D
 
-    cfg = conv.get_config()
-    activation = cfg["activation"]
-    if fold is not None and fold.activation is not None:
-        activation = fold.activation
+    kernel = bias = None
     if fold is not None and fold.bn is not None:
         values = _folded_values(conv, fold.bn)
         kernel, bias = values["kernel"], values["bias"]
-    else:
-        kernel = np.asarray(conv.kernel, np.float64)
-        bias = np.asarray(conv.bias, np.float64) if conv.use_bias else None
-    layer = WinogradConv2D(cfg["filters"], tile=tile, activation=activation, use_bias=bias is not None,
-                           name=conv.name, dtype=conv.dtype_policy)
-    layer.build((None, None, None, kernel.shape[2]))
-    layer.set_conv_weights(kernel, bias)
-    return layer
+    activation = fold.activation if fold is not None else None
+    return WinogradConv2D.from_conv2d(conv, tile, kernel=kernel, bias=bias, activation=activation)

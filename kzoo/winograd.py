@@ -87,13 +87,17 @@ class WinogradConv2D(keras.layers.Layer):
             if self.use_bias else None
 
     @classmethod
-    def from_conv2d(cls, conv, tile=2, name=None):
-        """A built WinogradConv2D with the kernel, bias and activation of a built ``Conv2D``."""
+    def from_conv2d(cls, conv, tile=2, name=None, kernel=None, bias=None, activation=None):
+        """A built WinogradConv2D computing a built ``Conv2D``: its kernel, bias and activation, or
+        those given instead (the optimizer passes a kernel and bias with a BatchNormalization folded in)."""
         cfg = conv.get_config()
-        layer = cls(cfg["filters"], tile=tile, activation=cfg["activation"], use_bias=cfg["use_bias"],
-                    name=name or conv.name, dtype=conv.dtype_policy)
-        layer.build((None, None, None, conv.kernel.shape[2]))
-        layer.set_conv_weights(np.asarray(conv.kernel), np.asarray(conv.bias) if conv.use_bias else None)
+        if kernel is None:
+            kernel = np.asarray(conv.kernel)
+            bias = np.asarray(conv.bias) if conv.use_bias else None
+        layer = cls(cfg["filters"], tile=tile, activation=activation or cfg["activation"],
+                    use_bias=bias is not None, name=name or conv.name, dtype=conv.dtype_policy)
+        layer.build((None, None, None, kernel.shape[2]))
+        layer.set_conv_weights(kernel, bias)
         return layer
 
     def set_conv_weights(self, kernel, bias=None):
