@@ -48,6 +48,7 @@ def _run(benchmark, name, source, mode):
     gflops = bench.count_flops(model) / 1e9
     benchmark.extra_info.update(
         backend=bench._backend(), device=bench.device_name(), batch=prepared.batch_size,
+        tf_cpu_allocator=bench.tf_cpu_allocator() if bench._backend() == "tensorflow" else None,
         compile_s=round(prepared.compile_s, 3), gflops_per_image=round(gflops, 3),
         images_per_s=round(prepared.batch_size / mean, 2),
     )

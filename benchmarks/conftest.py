@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from kzoo import bench
+
+# TensorFlow's BFC pool for every benchmark, as `kzoo bench` uses by default (its module docstring
+# says why); it must be chosen before TensorFlow allocates, so here, before any benchmark module.
+bench.use_allocator("bfc")
+
 _TESTS = Path(__file__).resolve().parent.parent / "tests"
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))

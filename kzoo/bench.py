@@ -14,6 +14,12 @@ Method (see ``shared/reference/perf_anchors.md`` §4.5):
   block, so a change of machine load hits all of them alike. Throughput is images / wall time of all
   blocks (as timm computes it); min and max are over blocks; ms/batch is the median step.
 * On out-of-memory the batch is halved and retried; the batch actually used is reported.
+* On TensorFlow the CPU allocator is TF's BFC pool (``TF_CPU_ALLOCATOR_USE_BFC=true``, unless the
+  user set that variable; ``--allocator system`` keeps malloc). With malloc, every step maps fresh
+  pages for its large activations and the kernel zeroes them: 3-6% of a ResNet50 step in system
+  time, by an amount that depends on the process' allocation history, so ratios moved by +-5% from
+  one run to the next. The pool reuses its memory, so a step measures compute. The allocator is
+  recorded in the environment of every result.
 
 Workloads: ``infer`` (a forward pass in inference mode) and ``train`` (one optimizer step: forward,
 loss, backward, SGD update, via ``train_on_batch``). FLOPs are counted from the model's layer shapes
@@ -202,6 +208,36 @@ def device_peak(precision: str, device: str | None = None):
     return None, None
 
 
+ALLOCATORS = ("bfc", "system")
+_TF_BFC_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
+
+
+def use_allocator(kind: str) -> None:
+    """Choose TensorFlow's CPU allocator: ``bfc`` (a reusing pool) or ``system`` (malloc).
+
+    Must run before TensorFlow allocates its first tensor (importing it is fine). A value the user
+    already put in the environment wins: it is their experiment.
+    """
+    if kind not in ALLOCATORS:
+        raise ValueError(f"allocator must be one of {ALLOCATORS}, got {kind!r}")
+    os.environ.setdefault(_TF_BFC_VARIABLE, "true" if kind == "bfc" else "false")
+
+
+def tf_cpu_allocator() -> str:
+    """The CPU allocator TensorFlow actually uses in this process (initialises TF's CPU device).
+
+    Asked of TF rather than read from the variable, which has no effect once TF has allocated: only
+    the BFC pool keeps the statistics ``get_memory_info`` returns.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.get_memory_info("CPU:0")
+        return "bfc"
+    except ValueError:
+        return "system"
+
+
 def environment() -> dict:
     """Everything a reader needs to reproduce a number: versions, device, threads, flags."""
     import keras
@@ -233,6 +269,7 @@ def environment() -> dict:
         env["tf_intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
         env["tf_inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
         env["tf32"] = tf.config.experimental.tensor_float_32_execution_enabled()
+        env["tf_cpu_allocator"] = tf_cpu_allocator()
         try:
             from tensorflow.python.util import _pywrap_util_port
 
@@ -1129,6 +1166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="warm-up steps after the compile call")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the backend (TF intra-op / torch); default: the backend's")
+    p.add_argument("--allocator", choices=ALLOCATORS, default="bfc",
+                   help="TensorFlow CPU allocator: bfc, a reusing pool (default), or system malloc, which "
+                        "maps and zeroes fresh pages every step; %s in the environment wins" % _TF_BFC_VARIABLE)
     p.add_argument("--json", nargs="?", const=".", default=None, metavar="OUT",
                    help="write results as JSON (a directory gets an environment-encoded file name)")
     p.add_argument("--csv", nargs="?", const=".", default=None, metavar="OUT", help="write results as CSV")
@@ -1161,6 +1201,7 @@ def _set_threads(n: int | None, torch_too: bool = False):
 
 def cli_main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    use_allocator(args.allocator)  # before TensorFlow allocates anything
     quick = not args.models and args.batch_size is None
     models = args.models or list(QUICK_MODELS)
     batch_sizes = args.batch_size or [QUICK_BATCH]
@@ -1197,8 +1238,9 @@ def cli_main(argv=None) -> int:
         image_size=args.image_size, sources=sources, warmup=args.warmup, repeats=args.repeats,
         min_time=args.min_time, log=log,
     )
+    allocator = f" | {env['tf_cpu_allocator']} allocator" if "tf_cpu_allocator" in env else ""
     print(f"# {env['backend']} on {env['device']} | keras {env['keras']} | "
-          f"{args.mode} {args.precision} {'jit' if jit else 'no-jit'} | "
+          f"{args.mode} {args.precision} {'jit' if jit else 'no-jit'}{allocator} | "
           f"{args.repeats} x >= {args.min_time:g}s blocks, interleaved | {time.perf_counter() - t0:.0f}s total")
     print(format_table(results))
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "csv", "plot")}

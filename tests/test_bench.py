@@ -218,6 +218,7 @@ def test_result_names_encode_environment(tmp_path):
 
 
 def test_cli_writes_json_csv_plot(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)  # cli_main sets it; undone after the test
     monkeypatch.setattr(bench, "build_model", _tiny_build)
     outdir = str(tmp_path) + os.sep
     code = bench.cli_main([
@@ -239,7 +240,35 @@ def test_cli_writes_json_csv_plot(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
-def test_cli_rejects_unknown_model_and_baseline(capsys):
+_ALLOCATOR_PROBE = """
+import sys
+from kzoo import bench
+bench.use_allocator(sys.argv[1])
+import tensorflow as tf
+tf.ones((256, 256)).numpy()
+print(bench.tf_cpu_allocator())
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's CPU allocator")
+@pytest.mark.parametrize("requested, user_value, expected", [
+    ("bfc", None, "bfc"), ("system", None, "system"), ("bfc", "false", "system")])
+def test_allocator_choice_reaches_tensorflow(requested, user_value, expected):
+    """TF is asked which allocator it really uses; a value the user exported wins over the CLI default."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    if user_value is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = user_value
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE, requested], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == expected
+
+
+def test_cli_rejects_unknown_model_and_baseline(capsys, monkeypatch):
+    monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)
     assert bench.cli_main(["no_such_model", "-q"]) == 2
     assert bench.cli_main(["resnet50", "--compare", "onnx", "-q"]) == 2
     assert "onnx" in capsys.readouterr().err
