@@ -2,10 +2,11 @@
 
 Single-step alternation (keras, folded only, Winograd planned for the batch, Winograd planned for batch 1),
 process CPU time per step, median over rounds, one TF thread. It complements `kzoo bench`, which times
-blocks of >= --min-time seconds per candidate. The two methods gave different ResNet50 figures on the
-same idle machine; BENCHMARKS.md quotes both.
+blocks of >= --min-time seconds per candidate. With malloc as TensorFlow's CPU allocator the two methods
+disagreed by up to 10% on ResNet50: per-step page faults (system time) that depend on the process'
+allocation history. Both now use TF's BFC pool by default, as `kzoo bench` does (BENCHMARKS.md).
 
-    python benchmarks/ab_resnet50_winograd.py --batch 8 --rounds 8 [--uniform]
+    python benchmarks/ab_resnet50_winograd.py --batch 8 --rounds 8 [--uniform] [--allocator system]
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--uniform", action="store_true",
                         help="inputs uniform in [0, 1) as in kzoo bench, instead of N(0, 1)")
+    parser.add_argument("--allocator", choices=("bfc", "system"), default="bfc",
+                        help="TensorFlow's CPU allocator (kzoo.bench.use_allocator)")
     args = parser.parse_args()
 
+    from kzoo import bench
+
+    bench.use_allocator(args.allocator)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -40,6 +46,7 @@ def main() -> None:
         f"winograd(batch_size={args.batch})": kzoo.optimize_for_inference(base, batch_size=args.batch),
         "winograd(batch 1 plan)": kzoo.optimize_for_inference(base),
     }
+    print(f"TensorFlow CPU allocator: {bench.tf_cpu_allocator()}")
     for name, model in models.items():
         tiles = sorted(layer.tile for layer in model.layers if isinstance(layer, WinogradConv2D))
         print(f"{name}: Winograd tiles {tiles}")

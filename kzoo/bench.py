@@ -1089,7 +1089,7 @@ def write_csv(path, results, env):
     fields = list(BenchResult.__dataclass_fields__)
     fields.remove("step_ms")
     extra = ["ratio_vs_keras", "cpu_ratio_vs_keras", "ratio_vs_timm", "cpu_ratio_vs_timm", "cpu",
-             "keras_version"]
+             "keras_version", "tf_cpu_allocator"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields + extra)
         writer.writeheader()
@@ -1103,6 +1103,7 @@ def write_csv(path, results, env):
             row["cpu_ratio_vs_timm"] = t.cpu_time_ratio if t else None
             row["cpu"] = env.get("cpu")
             row["keras_version"] = env.get("keras")
+            row["tf_cpu_allocator"] = env.get("tf_cpu_allocator")
             writer.writerow(row)
 
 

@@ -30,3 +30,30 @@ def accelerator_name() -> str | None:
     except Exception:  # noqa: BLE001 - a backend that cannot list devices computes on the CPU
         return None
     return None
+
+
+def cpu_threads() -> int:
+    """How many CPU threads one op of the active backend may use (its intra-op parallelism).
+
+    TensorFlow: its intra-op setting, where 0 (the default) means one thread per core this process
+    may run on. torch: ``torch.get_num_threads()``. JAX: XLA's CPU client uses every such core.
+    """
+    import os
+
+    import keras
+
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        available = os.cpu_count() or 1
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        configured = tf.config.threading.get_intra_op_parallelism_threads()
+        return configured if configured > 0 else available
+    if backend == "torch":
+        import torch
+
+        return int(torch.get_num_threads())
+    return available

@@ -15,7 +15,9 @@ What it does to a Keras functional model (any backend):
   input size (the MobileNet/EfficientNet stride-2 blocks): one memory pass less, same numbers.
 * **Winograd convolution.** 3x3 stride-1 "same" Conv2D layers with at least 128 channels become
   :class:`kzoo.winograd.WinogradConv2D` (F(4x4, 3x3) or F(2x2, 3x3), chosen from the tiles per call,
-  so from ``batch_size``): 4x or 2.25x fewer multiplications, which is what a compute-bound CPU needs (see :func:`winograd_tile`).
+  so from ``batch_size``): 4x or 2.25x fewer multiplications, which is what a compute-bound CPU needs
+  (see :func:`winograd_tile`). By default only where an op runs on one CPU thread (measured: with two
+  threads the direct conv wins).
 * **Inference no-ops removed:** Dropout and the noise layers, which are the identity in inference.
 
 Everything else is cloned unchanged (``from_config`` + weights), so the result shares no state with
@@ -66,11 +68,15 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             conv when the explicit padding is exactly what "same" pads for that input size.
         winograd: compute the 3x3 stride-1 convolutions with at least 128 channels by Winograd
             F(4x4, 3x3) or F(2x2, 3x3) (:class:`kzoo.winograd.WinogradConv2D`; rule and measurements
-            in :func:`winograd_tile`). ``"auto"`` (default): on when the backend computes on the CPU,
-            where it was measured faster (ResNet50, 1 thread, over folding alone: 1.17x at batch 8
-            with ``batch_size=8``, 1.06x at batch 1) and within float32 rounding of the direct conv
-            (2e-7 relative on a random-weight ResNet50); off on a GPU, where cuDNN picks its own
-            algorithm and this was not measured. True/False force it on/off.
+            in :func:`winograd_tile`). ``"auto"`` (default): on when the backend computes on the CPU
+            with one thread per op (:func:`kzoo.devices.cpu_threads`), e.g. one inference worker per
+            core, where it was measured faster (ResNet50 over folding alone: 1.17x at batch 8 with
+            ``batch_size=8``, 1.06x at batch 1) and within float32 rounding of the direct conv (2e-7
+            relative on a random-weight ResNet50). Off with several threads per op: TensorFlow's
+            batched matmul hardly speeds up with a second thread while the direct conv nearly
+            doubles, so on 2 threads Winograd lost (ResNet50 wall time 0.84x at batch 1, 0.92x at
+            batch 8 against folding alone). Off on a GPU, where cuDNN picks its own algorithm and this was
+            not measured. True/False force it on/off.
         batch_size: the batch the optimised model will mostly run. Only Winograd's tile choice uses
             it (bigger batches amortise bigger tiles); any batch still computes the same function.
             None: the input's static batch, else planned for batch 1.
@@ -88,9 +94,9 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             f"{type(model).__name__}; subclassed models have no graph to rewrite."
         )
     if winograd == "auto":
-        from kzoo.devices import accelerator_name
+        from kzoo.devices import accelerator_name, cpu_threads
 
-        winograd = accelerator_name() is None
+        winograd = accelerator_name() is None and cpu_threads() == 1
     graph = _Graph(model)
     plan = _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding)
     options = (fold_batchnorm, fuse_activations, drop_identity, fold_padding, winograd, batch_size)

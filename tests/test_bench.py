@@ -237,6 +237,9 @@ def test_cli_writes_json_csv_plot(tmp_path, monkeypatch, capsys):
     rows = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert [r["source"] for r in rows] == ["kzoo", "keras", "kzoo", "keras"]
     assert rows[0]["ratio_vs_keras"] and not rows[1]["ratio_vs_keras"]
+    if keras.backend.backend() == "tensorflow":  # the allocator TF really uses (here: chosen before this test)
+        assert payload["environment"]["tf_cpu_allocator"] == bench.tf_cpu_allocator()
+        assert {r["tf_cpu_allocator"] for r in rows} == {bench.tf_cpu_allocator()}
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 

@@ -282,11 +282,31 @@ def test_optimize_resnet_like_uses_winograd(float64, size, tile):
     assert _rel_err(model(x, training=False), plain(x, training=False)) < 1e-12
 
 
-def test_winograd_auto_is_on_for_cpu():
-    from kzoo.devices import accelerator_name
+def test_winograd_auto_is_on_for_one_cpu_thread(monkeypatch):
+    """"auto": Winograd on a CPU op that runs on one thread; off with several (the direct conv scales better)."""
+    import kzoo.devices
+    from kzoo.devices import accelerator_name, cpu_threads
 
     model = _resnet_like(15, 128)
-    assert (_count(optimize_for_inference(model), WinogradConv2D) > 0) == (accelerator_name() is None)
+    on_cpu = accelerator_name() is None
+    assert (_count(optimize_for_inference(model), WinogradConv2D) > 0) == (on_cpu and cpu_threads() == 1)
+    for threads, expected in ((1, on_cpu), (2, False)):
+        monkeypatch.setattr(kzoo.devices, "cpu_threads", lambda n=threads: n)
+        assert (_count(optimize_for_inference(model), WinogradConv2D) > 0) == expected
+
+
+def test_cpu_threads_follows_the_backend_setting():
+    import os
+
+    from kzoo.devices import cpu_threads
+
+    n = cpu_threads()
+    assert 1 <= n <= (os.cpu_count() or 1)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        configured = tf.config.threading.get_intra_op_parallelism_threads()
+        assert n == (configured or len(os.sched_getaffinity(0)))
 
 
 def test_winograd_shape_rule():
