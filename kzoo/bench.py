@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from kzoo.devices import accelerator_name
+from kzoo.timing import inference_step, on_device
 
 MODES = ("infer", "train")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -516,24 +517,6 @@ def _input_shape(model, batch_size):
     return (batch_size, *shape)
 
 
-def _on_device(array):
-    """``array`` placed where the active backend computes (GPU when there is one)."""
-    import keras
-
-    backend = _backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpu = tf.config.list_logical_devices("GPU")
-        with tf.device(gpu[0].name if gpu else "/CPU:0"):
-            return tf.identity(tf.convert_to_tensor(array))
-    if backend == "jax":
-        import jax
-
-        return jax.device_put(array, jax.devices()[0])
-    return keras.ops.convert_to_tensor(array)
-
-
 def make_keras_step(model, batch_size: int, mode: str = "infer", jit: bool = False, seed: int = 0):
     """One synchronised step of ``model`` on a batch already on the device.
 
@@ -544,11 +527,10 @@ def make_keras_step(model, batch_size: int, mode: str = "infer", jit: bool = Fal
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    x = _on_device(rng.uniform(0, 1, _input_shape(model, batch_size)).astype("float32"))
-    backend = _backend()
+    x = on_device(rng.uniform(0, 1, _input_shape(model, batch_size)).astype("float32"))
     if mode == "train":
         num_classes = int(model.outputs[0].shape[-1])
-        y = _on_device(rng.integers(0, num_classes, (batch_size,)).astype("int32"))
+        y = on_device(rng.integers(0, num_classes, (batch_size,)).astype("int32"))
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -561,47 +543,7 @@ def make_keras_step(model, batch_size: int, mode: str = "infer", jit: bool = Fal
         return train_step
     if mode != "infer":
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        forward = tf.function(lambda t: model(t, training=False), jit_compile=bool(jit))
-
-        def tf_step():
-            out = forward(x)
-            return keras.tree.map_structure(lambda t: t.numpy(), out)
-
-        return tf_step
-    if backend == "jax":
-        import jax
-
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-
-        def forward(tv, ntv, t):
-            return model.stateless_call(tv, ntv, t, training=False)[0]
-
-        if jit:
-            forward = jax.jit(forward)
-
-        def jax_step():
-            return jax.block_until_ready(forward(trainable, non_trainable, x))
-
-        return jax_step
-    if backend == "torch":
-        import torch
-
-        module = torch.compile(model) if jit else model
-
-        def torch_step():
-            with torch.inference_mode():
-                out = module(x, training=False)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            return out
-
-        return torch_step
-    raise RuntimeError(f"unsupported Keras backend {backend!r}")
+    return inference_step(model, x, jit)
 
 
 def count_torch_macs(module, input_shape) -> int:

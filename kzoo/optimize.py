@@ -16,8 +16,9 @@ What it does to a Keras functional model (any backend):
 * **Winograd convolution.** 3x3 stride-1 "same" Conv2D layers with at least 128 channels become
   :class:`kzoo.winograd.WinogradConv2D` (F(4x4, 3x3) or F(2x2, 3x3), chosen from the tiles per call,
   so from ``batch_size``): 4x or 2.25x fewer multiplications, which is what a compute-bound CPU needs
-  (see :func:`winograd_tile`). By default only where an op runs on one CPU thread (measured: with two
-  threads the direct conv wins).
+  (see :func:`winograd_tile`). By default, on a CPU, each candidate conv is timed against the direct
+  conv once and the faster is kept (:func:`tuned_winograd_tile`): which wins depends on the batch, the
+  channels and how many threads an op gets.
 * **Inference no-ops removed:** Dropout and the noise layers, which are the identity in inference.
 
 Everything else is cloned unchanged (``from_config`` + weights), so the result shares no state with
@@ -66,17 +67,19 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         drop_identity: remove Dropout and noise layers.
         fold_padding: turn ``ZeroPadding2D`` + ``padding="valid"`` conv into one ``padding="same"``
             conv when the explicit padding is exactly what "same" pads for that input size.
-        winograd: compute the 3x3 stride-1 convolutions with at least 128 channels by Winograd
-            F(4x4, 3x3) or F(2x2, 3x3) (:class:`kzoo.winograd.WinogradConv2D`; rule and measurements
-            in :func:`winograd_tile`). ``"auto"`` (default): on when the backend computes on the CPU
-            with one thread per op (:func:`kzoo.devices.cpu_threads`), e.g. one inference worker per
-            core, where it was measured faster (ResNet50 over folding alone: 1.17x at batch 8 with
-            ``batch_size=8``, 1.06x at batch 1) and within float32 rounding of the direct conv (2e-7
-            relative on a random-weight ResNet50). Off with several threads per op: TensorFlow's
-            batched matmul hardly speeds up with a second thread while the direct conv nearly
-            doubles, so on 2 threads Winograd lost (ResNet50 wall time 0.84x at batch 1, 0.92x at
-            batch 8 against folding alone). Off on a GPU, where cuDNN picks its own algorithm and this was
-            not measured. True/False force it on/off.
+        winograd: compute 3x3 stride-1 convolutions by Winograd F(4x4, 3x3) or F(2x2, 3x3)
+            (:class:`kzoo.winograd.WinogradConv2D`) where that is faster. ``"auto"`` (default): on a
+            CPU, ``"tune"``; on a GPU, off (cuDNN picks its own algorithm; not measured). ``"tune"``:
+            each distinct eligible conv (shape, batch, activation, thread count) is timed once per
+            process as a direct conv, F(2x2) and F(4x4), on random data, and the fastest is kept if it
+            beats the direct conv by :data:`TUNE_MARGIN` (:func:`tuned_winograd_tile`; a ResNet50
+            costs 2-5 s). Timing is needed because the winner depends on the machine: on one core,
+            Winograd gave ResNet50 1.17x over folding alone at batch 8; on two cores, where TF's
+            batched matmul hardly speeds up while the direct conv nearly doubles, the fixed
+            one-core rule lost (0.84x at batch 1, 0.92x at batch 8). ``True``: the fixed one-core
+            rule of :func:`winograd_tile`, no timing (deterministic). ``False``: off. Either way the
+            function is the direct conv's within float32 rounding (2e-7 relative on a random-weight
+            ResNet50).
         batch_size: the batch the optimised model will mostly run. Only Winograd's tile choice uses
             it (bigger batches amortise bigger tiles); any batch still computes the same function.
             None: the input's static batch, else planned for batch 1.
@@ -93,10 +96,12 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             f"optimize_for_inference needs a functional or Sequential Keras model, got "
             f"{type(model).__name__}; subclassed models have no graph to rewrite."
         )
+    if winograd not in ("auto", "tune", True, False):
+        raise ValueError(f'winograd must be "auto", "tune", True or False, got {winograd!r}')
     if winograd == "auto":
-        from kzoo.devices import accelerator_name, cpu_threads
+        from kzoo.devices import accelerator_name
 
-        winograd = accelerator_name() is None and cpu_threads() == 1
+        winograd = "tune" if accelerator_name() is None else False
     graph = _Graph(model)
     plan = _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding)
     options = (fold_batchnorm, fuse_activations, drop_identity, fold_padding, winograd, batch_size)
@@ -116,8 +121,13 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         args, kwargs = node.arguments.fill_in(values)
         fold = plan.folds.get(id(node))
         same = id(node) in plan.same_padding
-        tile = (winograd_tile(op, node.input_tensors[0], same, batch_size)
-                if winograd and graph.calls[id(op)] == 1 else 0)
+        tile = 0
+        if winograd and graph.calls[id(op)] == 1:
+            if winograd == "tune":
+                activation = fold.activation if fold is not None and fold.activation else _activation_name(op)
+                tile = tuned_winograd_tile(op, node.input_tensors[0], same, batch_size, activation)
+            else:
+                tile = winograd_tile(op, node.input_tensors[0], same, batch_size)
         if tile:
             layer = _winograd_layer(op, fold, tile)
             out = layer(*args, **kwargs)
@@ -435,21 +445,13 @@ def winograd_tile(conv, input_tensor, same=False, batch_size=None):
     With fewer than 128 channels the transforms (cost ~ channels) outweigh the saved products
     (~ channels squared).
     """
-    if type(conv).__name__ != "Conv2D":
+    shape = _eligible_shape(conv, input_tensor, same)
+    if shape is None:
         return 0
-    cfg = conv.get_config()
-    padding = "same" if same else cfg.get("padding")
-    if (tuple(cfg["kernel_size"]) != (3, 3) or tuple(cfg["strides"]) != (1, 1)
-            or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or cfg.get("groups", 1) != 1
-            or padding != "same" or cfg.get("data_format") != "channels_last"):
+    height, width, channels = shape
+    if min(channels, conv.get_config()["filters"]) < WINOGRAD_MIN_CHANNELS:
         return 0
-    shape = tuple(input_tensor.shape)
-    if len(shape) != 4 or None in shape[1:]:
-        return 0
-    height, width, channels = shape[1:]
-    if min(channels, cfg["filters"]) < WINOGRAD_MIN_CHANNELS:
-        return 0
-    batch = int(batch_size or shape[0] or 1)
+    batch = int(batch_size or input_tensor.shape[0] or 1)
     for tile, min_tiles in ((4, WINOGRAD_F4_MIN_TILES), (2, WINOGRAD_F2_MIN_TILES)):
         if batch * -(-height // tile) * -(-width // tile) >= min_tiles:
             return tile
@@ -459,6 +461,73 @@ def winograd_tile(conv, input_tensor, same=False, batch_size=None):
 WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_F4_MIN_TILES = 32
 WINOGRAD_F2_MIN_TILES = 49
+
+TUNE_MIN_CHANNELS = 64  # below this the transforms cost more than the products saved, at any batch
+TUNE_MARGIN = 0.95  # Winograd must take <= 95% of the direct conv's time: noise must not flip the choice
+_TUNED: dict = {}  # (backend, threads, dtype, batch, H, W, Cin, Cout, activation) -> tile, per process
+
+
+def _eligible_shape(conv, input_tensor, same=False):
+    """``(height, width, channels)`` when ``conv`` is a 3x3 stride-1 "same" channels_last Conv2D
+    with a known input size, else None."""
+    if type(conv).__name__ != "Conv2D":
+        return None
+    cfg = conv.get_config()
+    padding = "same" if same else cfg.get("padding")
+    if (tuple(cfg["kernel_size"]) != (3, 3) or tuple(cfg["strides"]) != (1, 1)
+            or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or cfg.get("groups", 1) != 1
+            or padding != "same" or cfg.get("data_format") != "channels_last"):
+        return None
+    shape = tuple(input_tensor.shape)
+    if len(shape) != 4 or None in shape[1:]:
+        return None
+    return shape[1:]
+
+
+def tuned_winograd_tile(conv, input_tensor, same=False, batch_size=None, activation=None):
+    """The fastest way to compute this conv here: 0 (direct), 2 or 4, by timing all three once.
+
+    Each distinct (backend, threads, dtype, batch, input size, channels, activation) is timed once per
+    process on random data, the candidates alternating call by call (:func:`kzoo.timing.race`), and
+    Winograd is kept only when it takes at most ``TUNE_MARGIN`` of the direct conv's median time.
+    The batch is ``batch_size``, else the input's static batch, else 1.
+    """
+    shape = _eligible_shape(conv, input_tensor, same)
+    if shape is None or min(shape[2], conv.get_config()["filters"]) < TUNE_MIN_CHANNELS:
+        return 0
+    filters = conv.get_config()["filters"]
+    import keras
+
+    from kzoo.devices import cpu_threads
+
+    batch = int(batch_size or input_tensor.shape[0] or 1)
+    activation = activation or "linear"
+    dtype = conv.dtype_policy.name
+    key = (keras.backend.backend(), cpu_threads(), dtype, batch, *shape, filters, activation)
+    if key not in _TUNED:
+        times = _race_tiles(batch, shape, filters, activation, conv.dtype_policy)
+        best = min((2, 4), key=lambda tile: times[tile])
+        _TUNED[key] = best if times[best] <= TUNE_MARGIN * times[0] else 0
+    return _TUNED[key]
+
+
+def _race_tiles(batch, shape, filters, activation, dtype_policy):
+    """Median seconds per call of a direct Conv2D, F(2x2) and F(4x4) on one random batch."""
+    import keras
+    import numpy as np
+
+    from kzoo.timing import inference_step, on_device, race
+    from kzoo.winograd import WinogradConv2D
+
+    conv = keras.layers.Conv2D(filters, 3, padding="same", activation=activation, dtype=dtype_policy)
+    conv.build((None, *shape))
+    layers = {0: conv, 2: WinogradConv2D.from_conv2d(conv, 2), 4: WinogradConv2D.from_conv2d(conv, 4)}
+    x = on_device(np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype_policy.compute_dtype))
+    steps = {}
+    for tile, layer in layers.items():
+        inputs = keras.Input(batch_shape=(batch, *shape), dtype=dtype_policy.compute_dtype)
+        steps[tile] = inference_step(keras.Model(inputs, layer(inputs)), x)
+    return race(steps, rounds=5, warmup=2)
 
 
 def _winograd_layer(conv, fold, tile):

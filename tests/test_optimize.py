@@ -282,17 +282,69 @@ def test_optimize_resnet_like_uses_winograd(float64, size, tile):
     assert _rel_err(model(x, training=False), plain(x, training=False)) < 1e-12
 
 
-def test_winograd_auto_is_on_for_one_cpu_thread(monkeypatch):
-    """"auto": Winograd on a CPU op that runs on one thread; off with several (the direct conv scales better)."""
-    import kzoo.devices
-    from kzoo.devices import accelerator_name, cpu_threads
+def _fixed_race(times):
+    """A stand-in for kzoo.optimize._race_tiles: given times, and a record of what was raced."""
+    calls = []
 
+    def race(batch, shape, filters, activation, dtype_policy):
+        calls.append((batch, shape, filters, activation))
+        return dict(times)
+
+    return race, calls
+
+
+@pytest.mark.parametrize("times, expected", [
+    ({0: 1.0, 2: 0.6, 4: 0.5}, 4),
+    ({0: 1.0, 2: 0.6, 4: 0.7}, 2),
+    ({0: 1.0, 2: 0.97, 4: 0.99}, 0),  # within the noise margin: stay direct
+    ({0: 1.0, 2: 1.3, 4: 1.2}, 0),
+])
+def test_auto_on_cpu_keeps_the_fastest_timed_way(monkeypatch, times, expected):
+    """"auto" on a CPU times direct / F(2x2) / F(4x4) per distinct conv and keeps the fastest."""
+    import kzoo.devices
+    import kzoo.optimize
+
+    race, calls = _fixed_race(times)
+    monkeypatch.setattr(kzoo.optimize, "_race_tiles", race)
+    monkeypatch.setattr(kzoo.optimize, "_TUNED", {})
+    monkeypatch.setattr(kzoo.devices, "accelerator_name", lambda: None)
     model = _resnet_like(15, 128)
-    on_cpu = accelerator_name() is None
-    assert (_count(optimize_for_inference(model), WinogradConv2D) > 0) == (on_cpu and cpu_threads() == 1)
-    for threads, expected in ((1, on_cpu), (2, False)):
-        monkeypatch.setattr(kzoo.devices, "cpu_threads", lambda n=threads: n)
-        assert (_count(optimize_for_inference(model), WinogradConv2D) > 0) == expected
+    fast = optimize_for_inference(model)
+    tiles = {layer.name: layer.tile for layer in fast.layers if isinstance(layer, WinogradConv2D)}
+    # eligible: the 3x3 stride-1 "same" convs with >= 64 channels; not stride2, dilated, valid
+    assert tiles == ({name: expected for name in ("b0_conv", "b1_conv", "narrow")} if expected else {})
+    # b0_conv and b1_conv have the same shape, batch and activation: timed once for both
+    assert sorted(calls) == [(1, (6, 6, 128), 64, "linear"), (1, (15, 15, 128), 128, "relu")]
+    monkeypatch.setattr(kzoo.devices, "accelerator_name", lambda: "Some GPU")
+    assert _count(optimize_for_inference(model), WinogradConv2D) == 0  # not measured on GPUs: off
+
+
+def test_tuned_tile_real_race_and_cache(monkeypatch):
+    """The real race runs on this backend, returns a tile, and is not re-run for the same conv."""
+    import kzoo.optimize
+    from kzoo.optimize import tuned_winograd_tile
+
+    monkeypatch.setattr(kzoo.optimize, "_TUNED", {})
+    conv = keras.layers.Conv2D(64, 3, padding="same")
+    x = keras.KerasTensor((2, 12, 12, 64))
+    conv.build(x.shape)
+    assert tuned_winograd_tile(conv, x) in (0, 2, 4)
+    raced = []
+    monkeypatch.setattr(kzoo.optimize, "_race_tiles", lambda *a: raced.append(a) or {0: 1, 2: 1, 4: 1})
+    tuned_winograd_tile(conv, x)
+    assert raced == []  # cached
+    assert tuned_winograd_tile(conv, x, batch_size=3) == 0 and len(raced) == 1  # another batch: timed
+    small = keras.layers.Conv2D(32, 3, padding="same")
+    small.build((None, 12, 12, 64))
+    assert tuned_winograd_tile(small, x) == 0 and len(raced) == 1  # < 64 channels: never timed
+    strided = keras.layers.Conv2D(64, 3, strides=2, padding="same")
+    strided.build((None, 12, 12, 64))
+    assert tuned_winograd_tile(strided, x) == 0 and len(raced) == 1
+
+
+def test_winograd_argument_is_checked():
+    with pytest.raises(ValueError, match="winograd must be"):
+        optimize_for_inference(_resnet_like(15, 128), winograd="fast")
 
 
 def test_cpu_threads_follows_the_backend_setting():
