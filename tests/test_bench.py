@@ -254,8 +254,7 @@ print(bench.tf_cpu_allocator())
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's CPU allocator")
-@pytest.mark.parametrize("requested, user_value, expected", [
-    ("bfc", None, "bfc"), ("system", None, "system"), ("bfc", "false", "system")])
+@pytest.mark.parametrize("requested, user_value, expected", [("bfc", None, "bfc"), ("bfc", "false", "system")])
 def test_allocator_choice_reaches_tensorflow(requested, user_value, expected):
     """TF is asked which allocator it really uses; a value the user exported wins over the CLI default."""
     import subprocess
