@@ -13,12 +13,12 @@ What it does to a Keras functional model (any backend):
 * **Padding folding.** ``ZeroPadding2D`` followed by a ``padding="valid"`` convolution becomes one
   ``padding="same"`` convolution when the explicit pads are exactly the "same" pads for the model's
   input size (the MobileNet/EfficientNet stride-2 blocks): one memory pass less, same numbers.
-* **Winograd convolution.** 3x3 stride-1 "same" Conv2D layers with at least 128 channels become
-  :class:`kzoo.winograd.WinogradConv2D` (F(4x4, 3x3) or F(2x2, 3x3), chosen from the tiles per call,
-  so from ``batch_size``): 4x or 2.25x fewer multiplications, which is what a compute-bound CPU needs
-  (see :func:`winograd_tile`). By default, on a CPU, each candidate conv is timed against the direct
-  conv once and the faster is kept (:func:`tuned_winograd_tile`): which wins depends on the batch, the
-  channels and how many threads an op gets.
+* **Winograd convolution.** 3x3 stride-1 "same" Conv2D layers can become
+  :class:`kzoo.winograd.WinogradConv2D`, F(4x4, 3x3) or F(2x2, 3x3): 4x or 2.25x fewer
+  multiplications, which is what a compute-bound CPU needs. By default, on a CPU, each candidate conv
+  (at least 64 channels) is timed as direct, F(2x2) and F(4x4) once, for ``batch_size``, and the
+  fastest is kept (:func:`tuned_winograd_tile`): which wins depends on the batch, the channels and how
+  many threads an op gets. ``winograd=True`` applies a fixed one-core rule instead (:func:`winograd_tile`).
 * **Inference no-ops removed:** Dropout and the noise layers, which are the identity in inference.
 
 Everything else is cloned unchanged (``from_config`` + weights), so the result shares no state with
@@ -73,7 +73,7 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             each distinct eligible conv (shape, batch, activation, thread count) is timed once per
             process as a direct conv, F(2x2) and F(4x4), on random data, and the fastest is kept if it
             beats the direct conv by :data:`TUNE_MARGIN` (:func:`tuned_winograd_tile`; a ResNet50
-            costs 2-5 s). Timing is needed because the winner depends on the machine: on one core,
+            takes 2-9 s longer to optimise, more for bigger batches). Timing is needed because the winner depends on the machine: on one core,
             Winograd gave ResNet50 1.17x over folding alone at batch 8; on two cores, where TF's
             batched matmul hardly speeds up while the direct conv nearly doubles, the fixed
             one-core rule lost (0.84x at batch 1, 0.92x at batch 8). ``True``: the fixed one-core
@@ -462,7 +462,7 @@ WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_F4_MIN_TILES = 32
 WINOGRAD_F2_MIN_TILES = 49
 
-TUNE_MIN_CHANNELS = 64  # below this the transforms cost more than the products saved, at any batch
+TUNE_MIN_CHANNELS = 64  # narrower convs are not timed: transforms grow with channels, savings with their square
 TUNE_MARGIN = 0.95  # Winograd must take <= 95% of the direct conv's time: noise must not flip the choice
 _TUNED: dict = {}  # (backend, threads, dtype, batch, H, W, Cin, Cout, activation) -> tile, per process
 
