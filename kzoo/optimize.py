@@ -73,11 +73,10 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             each distinct eligible conv (shape, batch, activation, thread count) is timed once per
             process as a direct conv, F(2x2) and F(4x4), on random data, and the fastest is kept if it
             beats the direct conv by :data:`TUNE_MARGIN` (:func:`tuned_winograd_tile`; a ResNet50
-            takes 2-9 s longer to optimise, more for bigger batches). Timing is needed because the winner depends on the machine: on one core,
-            Winograd gave ResNet50 1.17x over folding alone at batch 8; on two cores, where TF's
-            batched matmul hardly speeds up while the direct conv nearly doubles, the fixed
-            one-core rule lost (0.84x at batch 1, 0.92x at batch 8). ``True``: the fixed one-core
-            rule of :func:`winograd_tile`, no timing (deterministic). ``False``: off. Either way the
+            takes 2-9 s longer to optimise, more for bigger batches). Timing is needed because the
+            winner depends on the batch, the channels and the threads per op (BENCHMARKS.md has
+            per-layer timings): a rule measured on one core lost to folding alone on two. ``True``:
+            the fixed one-core rule of :func:`winograd_tile`, no timing (deterministic). ``False``: off. Either way the
             function is the direct conv's within float32 rounding (2e-7 relative on a random-weight
             ResNet50).
         batch_size: the batch the optimised model will mostly run. Only Winograd's tile choice uses
