@@ -19,6 +19,9 @@ What it does to a Keras functional model (any backend):
   (at least 64 channels) is timed as direct, F(2x2) and F(4x4) once, for ``batch_size``, and the
   fastest is kept (:func:`tuned_winograd_tile`): which wins depends on the batch, the channels and how
   many threads an op gets. ``winograd=True`` applies a fixed one-core rule instead (:func:`winograd_tile`).
+* **Sibling 1x1 convs merged.** 1x1 Conv2D layers that read the same tensor with the same strides
+  become one Conv2D with their filters side by side, followed by :class:`kzoo.layers.ChannelSplit`, which cuts the
+  channels apart and applies each one's activation: the input is read once and the product is wider.
 * **Inference no-ops removed:** Dropout and the noise layers, which are the identity in inference.
 
 Everything else is cloned unchanged (``from_config`` + weights), so the result shares no state with
@@ -57,7 +60,7 @@ _INFERENCE_IDENTITY = (
 
 
 def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True, drop_identity=True,
-                           fold_padding=True, winograd="auto", batch_size=None):
+                           fold_padding=True, merge_siblings=True, winograd="auto", batch_size=None):
     """Return a new functional model that computes ``model(x, training=False)`` with fewer layers.
 
     Args:
@@ -67,6 +70,8 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         drop_identity: remove Dropout and noise layers.
         fold_padding: turn ``ZeroPadding2D`` + ``padding="valid"`` conv into one ``padding="same"``
             conv when the explicit padding is exactly what "same" pads for that input size.
+        merge_siblings: compute 1x1 Conv2D layers that read the same tensor with the same strides
+            (ResNet's shortcut and first convs of a downsampling block) as one wider conv, split after.
         winograd: compute 3x3 stride-1 convolutions by Winograd F(4x4, 3x3) or F(2x2, 3x3)
             (:class:`kzoo.winograd.WinogradConv2D`) where that is faster. ``"auto"`` (default): on a
             CPU, ``"tune"``; on a GPU, off (cuDNN picks its own algorithm; not measured). ``"tune"``:
@@ -103,7 +108,9 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         winograd = "tune" if accelerator_name() is None else False
     graph = _Graph(model)
     plan = _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding)
-    options = (fold_batchnorm, fuse_activations, drop_identity, fold_padding, winograd, batch_size)
+    if merge_siblings:
+        _plan_sibling_merges(graph, plan)
+    options = (fold_batchnorm, fuse_activations, drop_identity, fold_padding, merge_siblings, winograd, batch_size)
 
     new_inputs = [
         keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_tensor_name(x)) for x in graph.inputs
@@ -116,6 +123,16 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             continue  # a BN or activation computed by the folded layer before it
         if id(node) in plan.identity:
             values[id(node.outputs[0])] = values[id(node.input_tensors[0])]
+            continue
+        if id(node) in plan.merged:
+            group = plan.merged[id(node)]
+            if node is group[0]:
+                args, kwargs = node.arguments.fill_in(values)
+                conv, split = _merged_layers(group, plan)
+                outs = split(conv(*args, **kwargs))
+                for member, out in zip(group, outs):
+                    fold = plan.folds.get(id(member))
+                    values[id(fold.last_output if fold is not None else member.outputs[0])] = out
             continue
         args, kwargs = node.arguments.fill_in(values)
         fold = plan.folds.get(id(node))
@@ -204,6 +221,7 @@ class _Plan:
         self.absorbed: set[int] = set()  # ids of BN/activation nodes folded into a layer
         self.identity: set[int] = set()  # ids of no-op nodes replaced by their input
         self.same_padding: set[int] = set()  # ids of conv nodes whose ZeroPadding2D became "same"
+        self.merged: dict[int, list] = {}  # id(conv node) -> its group of sibling 1x1 conv nodes
 
 
 def _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding):
@@ -248,6 +266,71 @@ def _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding):
         if fold.bn is not None or fold.activation is not None:
             plan.folds[id(node)] = fold
     return plan
+
+
+def _merge_key(node, graph, plan):
+    """What sibling 1x1 convs must share to be merged, or None when this node cannot be merged."""
+    op = node.operation
+    if type(op).__name__ != "Conv2D" or graph.calls[id(op)] != 1 or id(node) in plan.same_padding:
+        return None
+    cfg = op.get_config()
+    if (tuple(cfg["kernel_size"]) != (1, 1) or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1)
+            or cfg.get("groups", 1) != 1 or cfg.get("data_format") != "channels_last"
+            or len(node.input_tensors) != 1 or _member_activation(node, plan) is None):
+        return None
+    return (id(node.input_tensors[0]), tuple(cfg["strides"]), cfg["padding"], op.dtype_policy.name)
+
+
+def _member_activation(node, plan):
+    fold = plan.folds.get(id(node))
+    if fold is not None and fold.activation is not None:
+        return fold.activation
+    return _activation_name(node.operation)
+
+
+def _plan_sibling_merges(graph, plan):
+    groups: dict = {}
+    for node in graph.nodes:
+        key = _merge_key(node, graph, plan)
+        if key is not None:
+            groups.setdefault(key, []).append(node)
+    for group in groups.values():
+        if len(group) > 1:
+            for node in group:
+                plan.merged[id(node)] = group
+
+
+def _merged_layers(group, plan):
+    """One Conv2D computing every conv of ``group`` (BNs folded), and the ChannelSplit after it."""
+    import keras
+
+    from kzoo.layers import ChannelSplit
+
+    kernels, biases, activations = [], [], []
+    for node in group:
+        op, fold = node.operation, plan.folds.get(id(node))
+        if fold is not None and fold.bn is not None:
+            values = _folded_values(op, fold.bn)
+            kernel, bias = values["kernel"], values["bias"]
+        else:
+            kernel = np.asarray(op.kernel, np.float64)
+            bias = np.asarray(op.bias, np.float64) if op.use_bias else np.zeros(kernel.shape[-1])
+        kernels.append(kernel)
+        biases.append(bias)
+        activations.append(_member_activation(node, plan))
+    first = group[0].operation.get_config()
+    shared = activations[0] if len(set(activations)) == 1 else "linear"
+    conv = keras.layers.Conv2D(
+        sum(k.shape[-1] for k in kernels), 1, strides=first["strides"], padding=first["padding"],
+        activation=shared, dtype=group[0].operation.dtype_policy,
+        name="+".join(node.operation.name for node in group))
+    conv.build((None, None, None, kernels[0].shape[2]))
+    conv.kernel.assign(np.concatenate(kernels, axis=-1).astype(conv.kernel.dtype))
+    conv.bias.assign(np.concatenate(biases).astype(conv.bias.dtype))
+    split = ChannelSplit([k.shape[-1] for k in kernels],
+                         ["linear"] * len(group) if shared != "linear" else activations,
+                         name="split_" + conv.name, dtype=group[0].operation.dtype_policy)
+    return conv, split
 
 
 def _tensor_name(x):
@@ -337,13 +420,14 @@ def _clone_operation(op, options, same=False):
     import keras
 
     if _is_functional(op):
-        fold_batchnorm, fuse_activations, drop_identity, fold_padding, winograd, batch_size = options
+        fold_batchnorm, fuse_activations, drop_identity, fold_padding, merge_siblings, winograd, batch_size = options
         return optimize_for_inference(
             op,
             fold_batchnorm=fold_batchnorm,
             fuse_activations=fuse_activations,
             drop_identity=drop_identity,
             fold_padding=fold_padding,
+            merge_siblings=merge_siblings,
             winograd=winograd,
             batch_size=batch_size,
         )

@@ -98,10 +98,13 @@ def test_names_kept_weights_independent():
     model = randomize(kzoo.create_model("resnet50", weights=None, input_shape=(64, 64, 3)))
     fast = optimize_for_inference(model)
     names = {layer.name for layer in fast.layers}
-    assert "conv2_block1_1_conv" in names and "conv2_block1_1_bn" not in names
-    assert "conv2_block1_1_relu" not in names  # fused into the conv
-    assert fast.get_layer("conv2_block1_1_conv").get_config()["activation"] == "relu"
+    assert "conv2_block2_1_conv" in names and "conv2_block2_1_bn" not in names
+    assert "conv2_block2_1_relu" not in names  # fused into the conv
+    assert fast.get_layer("conv2_block2_1_conv").get_config()["activation"] == "relu"
     assert fast.get_layer("conv2_block1_add").__class__ is keras.layers.Add
+    # the downsampling blocks' shortcut and first 1x1 convs read the same tensor: merged, named after both
+    for stage in (2, 3, 4, 5):
+        assert f"conv{stage}_block1_1_conv+conv{stage}_block1_0_conv" in names
     # The original is untouched and shares no variables with the result.
     before = model.get_layer("conv1_conv").kernel.numpy().copy()
     fast.get_layer("conv1_conv").kernel.assign(np.zeros_like(before))
@@ -434,3 +437,40 @@ def test_tuned_optimizer_on_jax():
     done = subprocess.run([sys.executable, "-c", _JAX_CHILD], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-2:] == ["jax", "1"]  # winograd=True, the rule: "b" only ("a" has 64 < 128 inputs)
+
+
+def _siblings_net():
+    """Three 1x1 convs on one tensor (BN+ReLU, BN only, bare with its own activation), a strided pair,
+    and a 1x1 conv on another tensor that must stay alone."""
+    inputs = keras.Input((8, 8, 6))
+    a = keras.layers.Conv2D(5, 1, name="a")(inputs)
+    a = keras.layers.BatchNormalization(name="a_bn")(a)
+    a = keras.layers.Activation("relu", name="a_relu")(a)
+    b = keras.layers.Conv2D(7, 1, name="b")(inputs)
+    b = keras.layers.BatchNormalization(name="b_bn")(b)
+    c = keras.layers.Conv2D(3, 1, activation="tanh", name="c")(inputs)
+    d = keras.layers.Conv2D(4, 1, strides=2, name="d")(inputs)
+    e = keras.layers.Conv2D(4, 1, strides=2, use_bias=False, name="e")(inputs)
+    f = keras.layers.Conv2D(3, 1, name="alone")(a)
+    x = keras.layers.Concatenate()([a, b, c, f])
+    y = keras.layers.Add()([d, e])
+    return keras.Model(inputs, [x, y])
+
+
+def test_sibling_1x1_convs_merge_into_one_same_function(float64, tmp_path):
+    model = randomize(_siblings_net())
+    fast = optimize_for_inference(model)
+    names = {layer.name for layer in fast.layers}
+    assert {"a+b+c", "d+e", "alone"} <= names
+    assert not {"a", "b", "c", "d", "e", "a_bn", "b_bn", "a_relu"} & names
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 6))
+    for want, got in zip(model(x, training=False), fast(x, training=False)):
+        assert _rel_err(want, got) < 1e-12
+    kept = optimize_for_inference(model, merge_siblings=False)
+    assert {"a", "b", "c", "d", "e"} <= {layer.name for layer in kept.layers}
+    # the merged model saves and loads (ChannelSplit is a registered layer)
+    path = str(tmp_path / "merged.keras")
+    fast.save(path)
+    loaded = keras.saving.load_model(path)
+    for want, got in zip(fast(x), loaded(x)):
+        np.testing.assert_array_equal(np.asarray(want), np.asarray(got))
