@@ -323,7 +323,7 @@ def _merged_layers(group, plan):
     conv = keras.layers.Conv2D(
         sum(k.shape[-1] for k in kernels), 1, strides=first["strides"], padding=first["padding"],
         activation=shared, dtype=group[0].operation.dtype_policy,
-        name="+".join(node.operation.name for node in group))
+        name="_and_".join(node.operation.name for node in group))  # TF scope names allow no "+"
     conv.build((None, None, None, kernels[0].shape[2]))
     conv.kernel.assign(np.concatenate(kernels, axis=-1).astype(conv.kernel.dtype))
     conv.bias.assign(np.concatenate(biases).astype(conv.bias.dtype))
