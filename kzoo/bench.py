@@ -836,8 +836,8 @@ def run_benchmarks(
 
     ``build(name, source, image_size=, precision=)`` returns a Keras model (default
     :func:`build_model`); it is how tests inject a tiny model. ``kzoo-opt`` is built once per batch
-    size, with ``batch_size=`` too, because the optimizer tunes its Winograd tiles to the batch. ``timm`` runs only when torch and
-    timm are importable (it is skipped with a note otherwise).
+    size, with ``batch_size=`` too, because the optimizer tunes its Winograd tiles to the batch.
+    ``timm`` runs only when torch and timm are importable (it is skipped with a note otherwise).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -855,6 +855,7 @@ def run_benchmarks(
     done = 0
     for name in models:
         built = {}
+
         def build_logged(source, **extra):
             try:
                 t0 = time.perf_counter()

@@ -20,8 +20,9 @@ What it does to a Keras functional model (any backend):
   fastest is kept (:func:`tuned_winograd_tile`): which wins depends on the batch, the channels and how
   many threads an op gets. ``winograd=True`` applies a fixed one-core rule instead (:func:`winograd_tile`).
 * **Sibling 1x1 convs merged.** 1x1 Conv2D layers that read the same tensor with the same strides
-  become one Conv2D with their filters side by side, followed by :class:`kzoo.layers.ChannelSplit`, which cuts the
-  channels apart and applies each one's activation: the input is read once and the product is wider.
+  become one Conv2D with their filters side by side, followed by :class:`kzoo.layers.ChannelSplit`,
+  which cuts the channels apart and applies each one's activation: the input is read once and the
+  product is wider.
 * **Inference no-ops removed:** Dropout and the noise layers, which are the identity in inference.
 
 Everything else is cloned unchanged (``from_config`` + weights), so the result shares no state with
@@ -81,9 +82,9 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
             takes 2-9 s longer to optimise, more for bigger batches). Timing is needed because the
             winner depends on the batch, the channels and the threads per op (BENCHMARKS.md has
             per-layer timings): a rule measured on one core lost to folding alone on two. ``True``:
-            the fixed one-core rule of :func:`winograd_tile`, no timing (deterministic). ``False``: off. Either way the
-            function is the direct conv's within float32 rounding (2e-7 relative on a random-weight
-            ResNet50).
+            the fixed one-core rule of :func:`winograd_tile`, no timing (deterministic). ``False``:
+            off. Either way the function is the direct conv's within float32 rounding (2e-7
+            relative on a random-weight ResNet50).
         batch_size: the batch the optimised model will mostly run. Only Winograd's tile choice uses
             it (bigger batches amortise bigger tiles); any batch still computes the same function.
             None: the input's static batch, else planned for batch 1.
@@ -140,8 +141,7 @@ def optimize_for_inference(model, *, fold_batchnorm=True, fuse_activations=True,
         tile = 0
         if winograd and graph.calls[id(op)] == 1:
             if winograd == "tune":
-                activation = fold.activation if fold is not None and fold.activation else _activation_name(op)
-                tile = tuned_winograd_tile(op, node.input_tensors[0], same, batch_size, activation)
+                tile = tuned_winograd_tile(op, node.input_tensors[0], same, batch_size, _member_activation(node, plan))
             else:
                 tile = winograd_tile(op, node.input_tensors[0], same, batch_size)
         if tile:
@@ -271,17 +271,28 @@ def _plan(graph, fold_batchnorm, fuse_activations, drop_identity, fold_padding):
 def _merge_key(node, graph, plan):
     """What sibling 1x1 convs must share to be merged, or None when this node cannot be merged."""
     op = node.operation
-    if type(op).__name__ != "Conv2D" or graph.calls[id(op)] != 1 or id(node) in plan.same_padding:
+    if graph.calls[id(op)] != 1 or id(node) in plan.same_padding:
         return None
-    cfg = op.get_config()
-    if (tuple(cfg["kernel_size"]) != (1, 1) or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1)
-            or cfg.get("groups", 1) != 1 or cfg.get("data_format") != "channels_last"
-            or len(node.input_tensors) != 1 or _member_activation(node, plan) is None):
+    cfg = _plain_conv2d_config(op, (1, 1))
+    if cfg is None or len(node.input_tensors) != 1 or _member_activation(node, plan) is None:
         return None
     return (id(node.input_tensors[0]), tuple(cfg["strides"]), cfg["padding"], op.dtype_policy.name)
 
 
+def _plain_conv2d_config(conv, kernel_size):
+    """``conv``'s config when it is a plain channels_last ``Conv2D`` (no dilation, one group) with this
+    kernel size, else None: the convs that Winograd and sibling merging can rewrite."""
+    if type(conv).__name__ != "Conv2D":
+        return None
+    cfg = conv.get_config()
+    if (tuple(cfg["kernel_size"]) != kernel_size or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1)
+            or cfg.get("groups", 1) != 1 or cfg.get("data_format") != "channels_last"):
+        return None
+    return cfg
+
+
 def _member_activation(node, plan):
+    """The activation a conv node computes once its fold is applied."""
     fold = plan.folds.get(id(node))
     if fold is not None and fold.activation is not None:
         return fold.activation
@@ -553,13 +564,8 @@ _TUNED: dict = {}  # (backend, threads, dtype, batch, H, W, Cin, Cout, activatio
 def _eligible_shape(conv, input_tensor, same=False):
     """``(height, width, channels)`` when ``conv`` is a 3x3 stride-1 "same" channels_last Conv2D
     with a known input size, else None."""
-    if type(conv).__name__ != "Conv2D":
-        return None
-    cfg = conv.get_config()
-    padding = "same" if same else cfg.get("padding")
-    if (tuple(cfg["kernel_size"]) != (3, 3) or tuple(cfg["strides"]) != (1, 1)
-            or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or cfg.get("groups", 1) != 1
-            or padding != "same" or cfg.get("data_format") != "channels_last"):
+    cfg = _plain_conv2d_config(conv, (3, 3))
+    if cfg is None or tuple(cfg["strides"]) != (1, 1) or ("same" if same else cfg.get("padding")) != "same":
         return None
     shape = tuple(input_tensor.shape)
     if len(shape) != 4 or None in shape[1:]:
@@ -576,9 +582,9 @@ def tuned_winograd_tile(conv, input_tensor, same=False, batch_size=None, activat
     The batch is ``batch_size``, else the input's static batch, else 1.
     """
     shape = _eligible_shape(conv, input_tensor, same)
-    if shape is None or min(shape[2], conv.get_config()["filters"]) < TUNE_MIN_CHANNELS:
+    if shape is None or min(shape[2], conv.filters) < TUNE_MIN_CHANNELS:
         return 0
-    filters = conv.get_config()["filters"]
+    filters = conv.filters
     import keras
 
     from kzoo.devices import cpu_threads
@@ -597,7 +603,6 @@ def tuned_winograd_tile(conv, input_tensor, same=False, batch_size=None, activat
 def _race_tiles(batch, shape, filters, activation, dtype_policy):
     """Median seconds per call of a direct Conv2D, F(2x2) and F(4x4) on one random batch."""
     import keras
-    import numpy as np
 
     from kzoo.timing import inference_step, on_device, race
     from kzoo.winograd import WinogradConv2D
