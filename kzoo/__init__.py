@@ -1,14 +1,16 @@
 """kzoo: a hashed, verified model zoo for Keras, weight-compatible with keras.applications.
 
-The public API is re-exported here lazily, so ``import kzoo`` does not import Keras or TensorFlow
-until a model is actually built.
+The public API is re-exported here lazily, so ``import kzoo`` (and ``kzoo list``) does not import Keras
+or TensorFlow until a model is actually built. ``__all__`` is explicit: the functions below, the
+Keras-style builders of :mod:`kzoo.index` (``kzoo.ResNet50``) and the family modules
+(``kzoo.resnet.preprocess_input``).
 """
 
-from kzoo import errors  # noqa: F401  (cheap, and users catch these)
+from kzoo import errors, index
 
 __version__ = "0.1.0"
 
-# name -> (module, attribute): everything public that is not a Keras-style builder.
+# name -> (module, attribute): everything public that is not a Keras-style builder or family module.
 _API = {
     "create_model": ("kzoo.models", "create_model"),
     "list_models": ("kzoo.models", "list_models"),
@@ -24,6 +26,10 @@ _API = {
     "bench": ("kzoo.bench", None),
     "preprocessing": ("kzoo.preprocessing", None),
 }
+_BUILDERS = tuple(sorted(index.public_builders()))
+_FAMILIES = index.families()
+
+__all__ = ["__version__", "errors", "index", *_API, *_BUILDERS, *_FAMILIES]
 
 
 def __getattr__(name):
@@ -34,21 +40,18 @@ def __getattr__(name):
         module_name, attr = _API[name]
         module = importlib.import_module(module_name)
         value = module if attr is None else getattr(module, attr)
-    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        # a real submodule (``from kzoo import registry``) must not pull in Keras via the builders
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        # Keras-style builders (kzoo.ResNet50) and family modules (kzoo.resnet.preprocess_input).
+    elif name in _BUILDERS or name in _FAMILIES:
         from kzoo.architectures import find_public
 
         value = find_public(name)
-        if value is None:
-            raise AttributeError(f"module 'kzoo' has no attribute {name!r}")
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # a real submodule (``kzoo.registry``) must not pull in Keras via the builders
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'kzoo' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__():
-    from kzoo.architectures import public_names
-
-    return sorted(set(globals()) | set(_API) | set(public_names()))
+    return sorted(set(globals()) | set(__all__))

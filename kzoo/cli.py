@@ -60,8 +60,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    if argv is None:  # the console script: builders may import TensorFlow, whose C++ logs are not ours
+        from kzoo._native_logs import filter_stderr
+
+        filter_stderr()
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # builders may import TensorFlow: keep its logs out
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if argv and argv[0] in _DELEGATED:
             return _delegate(argv[0], argv[1:])
@@ -118,7 +122,7 @@ def _cmd_list(args) -> int:
             flags += f" superseded by {entry.superseded_by}" if entry.superseded_by else ""
             print(f"{entry.id:<56} {size}{flags}")
         return 0
-    from kzoo.models import list_models
+    from kzoo.models import list_models  # the index: no Keras import
 
     for name in list_models(args.pattern, pretrained=args.pretrained):
         print(name)
@@ -129,38 +133,53 @@ def _cmd_info(args) -> int:
     import difflib
 
     import kzoo.registry as registry
-    from kzoo.errors import UnknownWeights
+    from kzoo import index
+    from kzoo.errors import UnknownModel, UnknownWeights
 
     try:
         entries = [registry.get_entry(args.id)]
     except UnknownWeights:
-        # Not a weight id: maybe a model name (its weights are found without importing any builder).
-        entries = registry.list_weights(model=args.id, include_superseded=True)
-        if not entries:
-            if _is_model_name(args.id):
-                print(f"{args.id}: no registry weights (build it with weights=None, or add an entry through "
-                      f"KZOO_REGISTRY).")
-                return 0
-            known = [e.id for e in registry.list_weights(include_superseded=True)]
-            known += sorted({e.model for e in registry.list_weights(include_superseded=True)})
-            close = difflib.get_close_matches(args.id, known, n=5, cutoff=0.6)
+        # Not a weight id: a model name (or alias), resolved through the index without importing Keras.
+        try:
+            info = index.get(args.id)
+        except UnknownModel:
+            known = [e.id for e in registry.list_weights(include_superseded=True)] + index.names()
+            close = difflib.get_close_matches(args.id.lower(), known, n=5, cutoff=0.6)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise UnknownWeights(
                 f"{args.id!r} is neither a weight id nor a model name.{hint} `kzoo list --weights` lists "
                 f"weight ids, `kzoo list` model names.") from None
+        entries = registry.list_weights(model=info.name, include_superseded=True)
+        print(_describe_model(info))
+        if not entries:
+            print(f"  {'weights:':<15}none registered (build it with weights=None, or add an entry through "
+                  "KZOO_REGISTRY)")
+            return 0
+        print(f"  {'weights:':<15}{', '.join(e.id for e in entries)}\n")
     print("\n\n".join(_describe_entry(e) for e in entries))
     return 0
 
 
-def _is_model_name(name: str) -> bool:
-    from kzoo.errors import UnknownModel
-    from kzoo.models import get_model_spec
+def _describe_model(info) -> str:
+    """Where a model's three parts live (builder, conversion rule, registry entries), and its facts."""
+    def row(label, value):
+        return f"  {label + ':':<15}{value}"
 
-    try:
-        get_model_spec(name)  # imports the builders (Keras): only reached for names without weights
-    except UnknownModel:
-        return False
-    return True
+    lines = [info.name]
+    if info.aliases:
+        lines.append(row("aliases", ", ".join(info.aliases)))
+    call = f"kzoo.{info.builder}" if info.public else f"kzoo.create_model({info.name!r})"
+    fixed = ", ".join(f"{k}={v!r}" for k, v in info.kwargs.items())
+    if not info.public:
+        call += f"  (the {info.builder} builder" + (f", {fixed}" if fixed else "") + ")"
+    lines.append(row("build", call))
+    lines.append(row("builder", f"{info.builder_path}  ({info.builder})"))
+    lines.append(row("rule", info.rule_path if info.rule_path else "none (Keras h5 weights load by layer name)"))
+    lines.append(row("family", info.family))
+    lines.append(row("input size", info.input_size))
+    lines.append(row("preprocessing", info.preprocessing))
+    lines.append(row("default tag", info.weights_default or "imagenet"))
+    return "\n".join(lines)
 
 
 def _is_tofu(entry) -> bool:

@@ -152,4 +152,4 @@ def _densenet_overrides(model, reductions):
     return _last_per_stage(model, reductions, r"pool\d_relu", extra=("conv1_relu", "relu"))
 
 
-_OVERRIDES = {"resnet": _resnet_overrides, "densenet": _densenet_overrides}
+_OVERRIDES = {"resnet": _resnet_overrides, "resnet_v2": _resnet_overrides, "densenet": _densenet_overrides}

@@ -1,23 +1,22 @@
 """The one door: ``create_model(name, **kwargs)`` and ``list_models``.
 
-Family modules in ``kzoo/architectures/`` register their builders with ``@register_model``; the
-registry of names is filled by importing those modules on first use, so importing ``kzoo`` stays cheap.
+Names resolve through :mod:`kzoo.index` (data, no Keras), so listing and resolving never import a family
+module; building imports only the one family it needs. ``register_model`` adds a user's own builder.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
 import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kzoo.errors import UnknownModel
+from kzoo import index
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered architecture: its canonical lower-case name and the builder that makes it."""
+    """A model ready to build: its canonical name, builder, family and fixed keyword arguments."""
 
     name: str
     builder: Callable
@@ -26,62 +25,47 @@ class ModelSpec:
     aliases: tuple = ()
 
 
-_MODELS: dict[str, ModelSpec] = {}
-_ALIASES: dict[str, str] = {}
-_LOADED = False
+_USER_MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, *, aliases: tuple = (), **default_kwargs):
-    """Decorator: register ``builder`` under ``name`` (lower-case), with optional fixed kwargs.
+    """Decorator: make a user's ``builder`` reachable as ``create_model(name)`` (lower-case name).
 
-    The same builder can be registered several times with different ``default_kwargs``, e.g.
-    ``mobilenet_v2_140`` is MobileNetV2 with ``alpha=1.4``.
+    kzoo's own models are rows of :mod:`kzoo.index`; this is for builders outside kzoo.
     """
 
     def decorate(builder):
+        key = name.lower()
+        if key in index.MODELS or index.normalise(key) != key:
+            raise ValueError(f"model name {name!r} is already a kzoo model")
         family = builder.__module__.rsplit(".", 1)[-1]
-        spec = ModelSpec(name, builder, family, dict(default_kwargs), tuple(aliases))
-        if name in _MODELS and _MODELS[name].builder is not builder:
-            raise ValueError(f"model name {name!r} registered twice")
-        _MODELS[name] = spec
+        _USER_MODELS[key] = ModelSpec(key, builder, family, dict(default_kwargs), tuple(aliases))
         for alias in aliases:
-            _ALIASES[alias] = name
+            _USER_MODELS[alias.lower()] = _USER_MODELS[key]
         return builder
 
     return decorate
 
 
-def _load_families():
-    global _LOADED
-    if _LOADED:
-        return
-    import kzoo.architectures as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"kzoo.architectures.{info.name}")
-    _LOADED = True
+def load_builder(info: index.ModelInfo) -> Callable:
+    module = importlib.import_module(f"kzoo.architectures.{info.module}")
+    return getattr(module, info.builder)
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    _load_families()
-    key = name.lower()
-    key = _ALIASES.get(key, key)
-    if key not in _MODELS:
-        close = [n for n in sorted(_MODELS) if key[:4] in n][:8]
-        hint = f" Did you mean one of {close}?" if close else ""
-        raise UnknownModel(
-            f"Unknown model {name!r}.{hint} Run `kzoo list` to see every model name."
-        )
-    return _MODELS[key]
+    key = str(name).lower()
+    if key in _USER_MODELS:
+        return _USER_MODELS[key]
+    info = index.get(name)
+    kwargs = dict(info.kwargs)
+    if info.weights_default:
+        kwargs["weights"] = info.weights_default
+    return ModelSpec(info.name, load_builder(info), info.family, kwargs, info.aliases)
 
 
 def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
     """Sorted canonical model names, optionally filtered by a glob and by having registry weights."""
-    _load_families()
-    names = sorted(_MODELS)
-    if pattern:
-        names = [n for n in names if fnmatch.fnmatch(n, pattern.lower())]
+    names = index.names(pattern)
     if pretrained:
         from kzoo import registry
 
@@ -91,18 +75,27 @@ def list_models(pattern: str | None = None, pretrained: bool = False) -> list[st
 
 
 def create_model(name: str, *, features_only: bool = False, out_indices=None, **kwargs):
-    """Build a registered model by name. ``features_only=True`` returns multi-scale outputs.
+    """Build a model by name. ``features_only=True`` returns multi-scale outputs.
 
     Without ``features_only`` the keyword arguments are those of the Keras-style builder
     (``weights``, ``include_top``, ``input_shape``, ...). With it, the backbone is built with
     ``include_top=False`` and one output per stride is returned (see ``kzoo.features``).
+    Registry weights are looked up under the name asked for: ``create_model("vgg_16", weights="tione")``
+    builds VGG16 with the TF-slim weights registered for ``vgg_16``.
     """
+    from kzoo.architectures._factory import registered_as
+
     spec = get_model_spec(name)
     call_kwargs = {**spec.default_kwargs, **kwargs}
-    if not features_only:
-        if out_indices is not None:
-            raise ValueError("`out_indices` is only meaningful with `features_only=True`.")
-        return spec.builder(**call_kwargs)
-    from kzoo.features import build_feature_model
+    # A user's builder may wrap a kzoo one: only kzoo's own rows rename the weights lookup.
+    with registered_as(spec.name) if spec.name in index.MODELS else contextlib.nullcontext():
+        if not features_only:
+            if out_indices is not None:
+                raise ValueError("`out_indices` is only meaningful with `features_only=True`.")
+            return spec.builder(**call_kwargs)
+        from kzoo.features import build_feature_model
 
-    return build_feature_model(spec, call_kwargs, out_indices)
+        return build_feature_model(spec, call_kwargs, out_indices)
+
+
+__all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "load_builder", "register_model"]

@@ -21,7 +21,11 @@ from importlib import resources
 
 import numpy as np
 
-MODES = ("caffe", "tf", "torch")
+MODES = ("caffe", "tf", "torch")  # keras.applications' modes
+# The registry's and the index's vocabulary: Keras' modes, plus TF-slim's vgg_preprocessing (``rgb_mean``: RGB
+# order, the mean pixel subtracted, no scaling), ``unit`` (x / 255) and ``none`` (the model scales in its graph).
+MODEL_MODES = ("tf", "caffe", "torch", "rgb_mean", "unit", "none")
+SLIM_RGB_MEAN = (123.68, 116.78, 103.94)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
@@ -146,3 +150,53 @@ def passthrough_preprocess_input(x, data_format=None):
     """The identity, as in Keras: these models scale their [0, 255] inputs inside the graph
     (EfficientNet, EfficientNetV2 and ConvNeXt with ``include_preprocessing``, MobileNetV3)."""
     return x
+
+
+def rgb_mean_preprocess_input(x, data_format=None):
+    """TF-slim's vgg preprocessing on 0..255 RGB: subtract the RGB channel means; no scaling, no BGR flip
+    (unlike Keras' ``caffe`` mode). NumPy float arrays are updated in place, as Keras does."""
+    import keras
+
+    data_format = data_format or keras.config.image_data_format()
+    ndim = len(x.shape)
+    shape = [1] * ndim
+    shape[1 if data_format == "channels_first" and ndim == 4 else (0 if data_format == "channels_first" else -1)] = 3
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(keras.config.floatx(), copy=False)
+        x -= np.asarray(SLIM_RGB_MEAN, dtype=x.dtype).reshape(shape)
+        return x
+    x = keras.ops.cast(x, keras.config.floatx())
+    return x - keras.ops.reshape(keras.ops.convert_to_tensor(np.asarray(SLIM_RGB_MEAN), dtype=x.dtype), shape)
+
+
+def unit_preprocess_input(x, data_format=None):
+    """0..255 -> [0, 1]. ``data_format`` is accepted for keras.applications compatibility; scaling does
+    not depend on it."""
+    import keras
+
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(keras.config.floatx())
+        return x / 255.0
+    return keras.ops.cast(x, keras.config.floatx()) / 255.0
+
+
+def for_mode(mode: str):
+    """The ``preprocess_input(x, data_format=None)`` of one of :data:`MODEL_MODES`."""
+    if mode == "none":
+        return passthrough_preprocess_input
+    if mode == "rgb_mean":
+        return rgb_mean_preprocess_input
+    if mode == "unit":
+        return unit_preprocess_input
+    if mode not in MODES:
+        raise ValueError(f"Unknown preprocessing mode {mode!r}; expected one of {MODEL_MODES}.")
+    return family_preprocess(mode)
+
+
+def for_model(name: str) -> dict:
+    """``{"preprocess_input": ..., "decode_predictions": ...}`` for a model, from its index row's mode."""
+    from kzoo import index
+
+    return {"preprocess_input": for_mode(index.get(name).preprocessing), "decode_predictions": decode_predictions}

@@ -16,6 +16,7 @@ import pytest
 from keras import layers
 
 from kzoo import finetune as ft
+from kzoo.finetune import features, freezing, layer_decay, layer_lookup
 from kzoo.preprocessing import preprocess_input
 
 SHAPE = (16, 16, 3)
@@ -122,7 +123,7 @@ def test_saved_classifier_reloads_and_predicts_the_same(tmp_path):
 
 
 def trainable_names(model):
-    return [layer.name for layer in ft._leaf_layers(model) if layer.weights and layer.trainable]
+    return [layer.name for layer in layer_lookup._leaf_layers(model) if layer.weights and layer.trainable]
 
 
 def test_freeze_backbone_leaves_head_trainable():
@@ -145,8 +146,8 @@ def test_freeze_until(until, first_trainable):
 
 
 def test_stage_name_does_not_match_longer_numbers():
-    assert ft._matches("block1_conv", "block1") and ft._matches("block1a_expand", "block1")
-    assert not ft._matches("block10_conv", "block1")
+    assert freezing._matches("block1_conv", "block1") and freezing._matches("block1a_expand", "block1")
+    assert not freezing._matches("block10_conv", "block1")
 
 
 def test_trainable_and_exclude_scopes_like_tf_slim():
@@ -253,7 +254,7 @@ def test_layer_decay_scales_the_step_not_the_gradient(optimizer):
     """Adam is invariant to gradient scale, so only a learning-rate scale shows in its first step."""
     a = keras.Variable(np.zeros(3, "float32"), name="a")
     b = keras.Variable(np.zeros(3, "float32"), name="b")
-    opt = ft._make_optimizer(optimizer, 0.1, lr_scales={b.path: 0.25})
+    opt = layer_decay._make_optimizer(optimizer, 0.1, lr_scales={b.path: 0.25})
     opt.apply([np.ones(3, "float32"), np.ones(3, "float32")], [a, b])
     np.testing.assert_allclose(a.numpy(), -0.1, rtol=1e-4)
     np.testing.assert_allclose(b.numpy(), -0.025, rtol=1e-4)
@@ -305,8 +306,8 @@ def test_features_are_cached_and_not_recomputed(tmp_path, monkeypatch):
     x = random_images(10)
     y = np.arange(10) % 3
     calls = []
-    real = ft._compute_features
-    monkeypatch.setattr(ft, "_compute_features", lambda *a: calls.append(1) or real(*a))
+    real = features._compute_features
+    monkeypatch.setattr(features, "_compute_features", lambda *a: calls.append(1) or real(*a))
     f1, l1 = ft.extract_features(model, (x, y), cache=tmp_path)
     f2, l2 = ft.extract_features(model, (x, y), cache=tmp_path)
     assert len(calls) == 1 and f1.shape == (10, 8)
@@ -331,8 +332,8 @@ def test_single_file_cache_checks_its_key(tmp_path, monkeypatch, name):
     model = tiny_classifier()
     x = random_images(4)
     calls = []
-    real = ft._compute_features
-    monkeypatch.setattr(ft, "_compute_features", lambda *a: calls.append(1) or real(*a))
+    real = features._compute_features
+    monkeypatch.setattr(features, "_compute_features", lambda *a: calls.append(1) or real(*a))
     f1, labels = ft.extract_features(model, x, cache=tmp_path / name, data_key="four-images")
     f2, _ = ft.extract_features(model, x, cache=tmp_path / name, data_key="four-images")
     assert labels is None and len(calls) == 1
@@ -357,6 +358,7 @@ COMMON = textwrap.dedent('''
     sys.path.insert(0, {tests!r})
     import keras
     from kzoo import finetune as ft
+    from kzoo.finetune import layer_decay
     from test_finetune import tiny_classifier, separable_data
 ''')
 
@@ -405,7 +407,7 @@ def test_jax_data_parallel_on_two_host_devices():
         result = ft.fit_two_phase(model, (x, y), (x, y), head_epochs=2, finetune_epochs=2, lr=1e-2,
                                   layer_decay=0.7, batch_size=16, verbose=0)
         a, b = keras.Variable(np.zeros(3, "float32")), keras.Variable(np.zeros(3, "float32"))
-        opt = ft._make_optimizer("adam", 0.1, lr_scales={b.path: 0.25})
+        opt = layer_decay._make_optimizer("adam", 0.1, lr_scales={b.path: 0.25})
         opt.apply([np.ones(3, "float32")] * 2, [a, b])
         print(__import__("json").dumps({
             "backend": keras.backend.backend(), "devices": len(devices),

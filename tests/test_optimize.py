@@ -286,7 +286,7 @@ def test_optimize_resnet_like_uses_winograd(float64, size, tile):
 
 
 def _fixed_race(times):
-    """A stand-in for kzoo.optimize._race_tiles: given times, and a record of what was raced."""
+    """A stand-in for kzoo.winograd_tuning._race_tiles: given times, and a record of what was raced."""
     calls = []
 
     def race(batch, shape, filters, activation, dtype_policy):
@@ -305,11 +305,11 @@ def _fixed_race(times):
 def test_auto_on_cpu_keeps_the_fastest_timed_way(monkeypatch, times, expected):
     """"auto" on a CPU times direct / F(2x2) / F(4x4) per distinct conv and keeps the fastest."""
     import kzoo.devices
-    import kzoo.optimize
+    import kzoo.winograd_tuning
 
     race, calls = _fixed_race(times)
-    monkeypatch.setattr(kzoo.optimize, "_race_tiles", race)
-    monkeypatch.setattr(kzoo.optimize, "_TUNED", {})
+    monkeypatch.setattr(kzoo.winograd_tuning, "_race_tiles", race)
+    monkeypatch.setattr(kzoo.winograd_tuning, "_TUNED", {})
     monkeypatch.setattr(kzoo.devices, "accelerator_name", lambda: None)
     model = _resnet_like(15, 128)
     fast = optimize_for_inference(model)
@@ -324,16 +324,16 @@ def test_auto_on_cpu_keeps_the_fastest_timed_way(monkeypatch, times, expected):
 
 def test_tuned_tile_real_race_and_cache(monkeypatch):
     """The real race runs on this backend, returns a tile, and is not re-run for the same conv."""
-    import kzoo.optimize
-    from kzoo.optimize import tuned_winograd_tile
+    import kzoo.winograd_tuning
+    from kzoo.winograd_tuning import tuned_winograd_tile
 
-    monkeypatch.setattr(kzoo.optimize, "_TUNED", {})
+    monkeypatch.setattr(kzoo.winograd_tuning, "_TUNED", {})
     conv = keras.layers.Conv2D(64, 3, padding="same")
     x = keras.KerasTensor((2, 12, 12, 64))
     conv.build(x.shape)
     assert tuned_winograd_tile(conv, x) in (0, 2, 4)
     raced = []
-    monkeypatch.setattr(kzoo.optimize, "_race_tiles", lambda *a: raced.append(a) or {0: 1, 2: 1, 4: 1})
+    monkeypatch.setattr(kzoo.winograd_tuning, "_race_tiles", lambda *a: raced.append(a) or {0: 1, 2: 1, 4: 1})
     tuned_winograd_tile(conv, x)
     assert raced == []  # cached
     assert tuned_winograd_tile(conv, x, batch_size=3) == 0 and len(raced) == 1  # another batch: timed
@@ -400,7 +400,8 @@ def test_resnet50_float32_with_winograd_within_1e5():
 _JAX_CHILD = """
 import keras, numpy as np
 keras.config.set_floatx("float64")
-from kzoo.optimize import optimize_for_inference, _TUNED
+from kzoo.optimize import optimize_for_inference
+from kzoo.winograd_tuning import _TUNED
 from kzoo.winograd import WinogradConv2D
 rng = np.random.default_rng(0)
 inputs = keras.Input((16, 16, 64))

@@ -1,39 +1,28 @@
-"""One module per architecture family. Each module lists its Keras-style builders in ``__all__``
-and registers them with ``kzoo.models.register_model``.
-
-Builders carry their family's ``preprocess_input`` and ``decode_predictions`` as attributes, so
-``kzoo.ResNet50.preprocess_input`` works as well as ``kzoo.resnet.preprocess_input``.
+"""One module per architecture family: a stage table and small block functions, built through
+``_factory`` (the one builder path). Which builder makes which model is data in :mod:`kzoo.index`.
 """
 
 import importlib
-import pkgutil
 
-
-def _family_modules():
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            yield info.name
+from kzoo import index
 
 
 def find_public(name):
-    """A builder function (``ResNet50``) or a family module (``resnet``), or None."""
-    if name in set(_family_modules()):
+    """A Keras-style builder (``ResNet50``) or a family module (``resnet``), or None. Imports one module."""
+    if name in index.families():
         return importlib.import_module(f"{__name__}.{name}")
-    for family in _family_modules():
-        module = importlib.import_module(f"{__name__}.{family}")
-        if name in getattr(module, "__all__", ()):
-            builder = getattr(module, name)
-            for helper in ("preprocess_input", "decode_predictions"):
-                if hasattr(module, helper) and not hasattr(builder, helper):
-                    setattr(builder, helper, getattr(module, helper))
-            return builder
-    return None
+    row = index.public_builders().get(name)
+    if row is None:
+        return None
+    module = importlib.import_module(f"{__name__}.{row.module}")
+    builder = getattr(module, name)
+    # kzoo.ResNet50.preprocess_input, as the family module's (kzoo.resnet.preprocess_input)
+    helpers = importlib.import_module(f"kzoo.preprocessing").for_model(row.name)
+    for attr, value in helpers.items():
+        if not hasattr(builder, attr):
+            setattr(builder, attr, value)
+    return builder
 
 
 def public_names():
-    names = []
-    for family in _family_modules():
-        module = importlib.import_module(f"{__name__}.{family}")
-        names.append(family)
-        names.extend(getattr(module, "__all__", ()))
-    return names
+    return sorted(set(index.families()) | set(index.public_builders()))

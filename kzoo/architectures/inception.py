@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from keras import layers
 
-from kzoo.architectures import _common, _slim
-from kzoo.models import register_model
+from kzoo.architectures import _slim
 
 __all__ = ["InceptionV1", "InceptionV2", "InceptionV4"]
 
@@ -272,18 +271,14 @@ def inception_v4_features(x):
 # ------------------------------------------------------------------------------------------------
 
 
-def _build(canonical_name, features, default_size, min_size, include_top, weights, input_tensor, input_shape,
+def _build(model_name, features, default_size, min_size, include_top, weights, input_tensor, input_shape,
            pooling, classes, classifier_activation, name):
-    input_shape = _slim.check_arguments(
-        canonical_name, weights=weights, include_top=include_top, input_shape=input_shape, classes=classes,
-        classifier_activation=classifier_activation, default_size=default_size, min_size=min_size)
-    img_input = _common.make_input(input_tensor, input_shape)
-    x = features(img_input)
-    x = _slim.classifier(x, include_top, pooling, classes, classifier_activation)
-    return _slim.finish(input_tensor, img_input, x, name, canonical_name, weights, include_top)
+    return _slim.build(model_name, features, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                       input_shape=input_shape, pooling=pooling, classes=classes,
+                       classifier_activation=classifier_activation, name=name, default_size=default_size,
+                       min_size=min_size)
 
 
-@register_model("inception_v1", aliases=("googlenet",))
 def InceptionV1(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name="inception_v1"):
     """Slim Inception v1 (GoogLeNet with BN), 224x224 by default. See the module docstring."""
@@ -291,7 +286,6 @@ def InceptionV1(include_top=True, weights="tione", input_tensor=None, input_shap
                   input_shape, pooling, classes, classifier_activation, name)
 
 
-@register_model("inception_v2")
 def InceptionV2(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name="inception_v2"):
     """Slim Inception v2 (BN-Inception, separable stem), 224x224 by default. See the module docstring."""
@@ -299,7 +293,6 @@ def InceptionV2(include_top=True, weights="tione", input_tensor=None, input_shap
                   input_shape, pooling, classes, classifier_activation, name)
 
 
-@register_model("inception_v4")
 def InceptionV4(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name="inception_v4"):
     """Slim Inception v4, 299x299 by default (at least 75). See the module docstring. The

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from keras import layers
 
-from kzoo.architectures import _common
-from kzoo.models import register_model
+from kzoo import index
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess
 
 __all__ = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2"]
 
-# Bottleneck blocks per stage (conv2..conv5); the bottleneck widths are 64, 128, 256, 512.
-DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# Bottleneck blocks per stage (conv2..conv5) are the index rows' ``stages``; the widths are fixed.
 WIDTHS = (64, 128, 256, 512)
 BN_EPS = 1.001e-5
 
@@ -83,45 +82,34 @@ def _stages_v2(x, depths):
     return x
 
 
-def _resnet(depth, preact, *, canonical, include_top, weights, input_tensor, input_shape, pooling, classes,
+def _resnet(model_name, preact, *, include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name, slim_pool=False):
-    pretrained = _common.validate_weights(weights, canonical, include_top, classes)
-    input_shape = _common.obtain_input_shape(input_shape, default_size=224, min_size=32,
-                                             require_flatten=include_top, pretrained=pretrained)
-    img_input = _common.make_input(input_tensor, input_shape)
+    def body(img_input):
+        x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
+        x = layers.Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv")(x)
+        if not preact:
+            x = layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
+        if slim_pool:
+            # TF-slim: max_pool2d(3, 2, 'SAME'), i.e. padding at the bottom/right only, with -inf.
+            x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
+        else:
+            x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+            x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+        stages = index.get(model_name).stages
+        x = _stages_v2(x, stages) if preact else _stages_v1(x, stages)
+        if preact:
+            x = layers.Activation("relu", name="post_relu")(_bn(x, "post_bn"))
+        return x
 
-    x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
-    x = layers.Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv")(x)
-    if not preact:
-        x = layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
-    if slim_pool:
-        # TF-slim: max_pool2d(3, 2, 'SAME'), i.e. padding at the bottom/right only, with -inf.
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
-    else:
-        x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
-        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-
-    x = _stages_v2(x, DEPTHS[depth]) if preact else _stages_v1(x, DEPTHS[depth])
-    if preact:
-        x = layers.Activation("relu", name="post_relu")(_bn(x, "post_bn"))
-
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        _common.validate_activation(classifier_activation, weights)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = _common.pooling_head(x, pooling)
-
-    import keras
-
-    model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, canonical, weights, include_top)
+    return _factory.build(model_name, body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                          input_shape=input_shape, pooling=pooling, classes=classes,
+                          classifier_activation=classifier_activation, name=name, default_size=224, min_size=32)
 
 
-def _keras_builder(depth, preact, canonical, default_name):
+def _keras_builder(depth, preact, model_name):
     def builder(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", name=default_name):
-        return _resnet(depth, preact, canonical=canonical, include_top=include_top, weights=weights,
+                classes=1000, classifier_activation="softmax", name=model_name):
+        return _resnet(model_name, preact, include_top=include_top, weights=weights,
                        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
                        classifier_activation=classifier_activation, name=name)
 
@@ -135,12 +123,12 @@ def _keras_builder(depth, preact, canonical, default_name):
     return builder
 
 
-ResNet50 = register_model("resnet50")(_keras_builder(50, False, "resnet50", "resnet50"))
-ResNet101 = register_model("resnet101")(_keras_builder(101, False, "resnet101", "resnet101"))
-ResNet152 = register_model("resnet152")(_keras_builder(152, False, "resnet152", "resnet152"))
-ResNet50V2 = register_model("resnet50v2")(_keras_builder(50, True, "resnet50v2", "resnet50v2"))
-ResNet101V2 = register_model("resnet101v2")(_keras_builder(101, True, "resnet101v2", "resnet101v2"))
-ResNet152V2 = register_model("resnet152v2")(_keras_builder(152, True, "resnet152v2", "resnet152v2"))
+ResNet50 = _keras_builder(50, False, "resnet50")
+ResNet101 = _keras_builder(101, False, "resnet101")
+ResNet152 = _keras_builder(152, False, "resnet152")
+ResNet50V2 = _keras_builder(50, True, "resnet50v2")
+ResNet101V2 = _keras_builder(101, True, "resnet101v2")
+ResNet152V2 = _keras_builder(152, True, "resnet152v2")
 for _builder, _name in zip((ResNet50, ResNet101, ResNet152, ResNet50V2, ResNet101V2, ResNet152V2), __all__):
     _builder.__name__ = _builder.__qualname__ = _name
     _builder.__module__ = __name__
@@ -162,7 +150,7 @@ _SLIM_DOC = """The TF-slim ``resnet_v2_{depth}`` network, in Keras' ResNet{depth
 def _slim_builder(depth):
     def builder(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name=f"resnet_v2_{depth}"):
-        return _resnet(depth, True, canonical=f"resnet_v2_{depth}", include_top=include_top, weights=weights,
+        return _resnet(f"resnet_v2_{depth}", True, include_top=include_top, weights=weights,
                        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
                        classifier_activation=classifier_activation, name=name, slim_pool=True)
 
@@ -171,7 +159,7 @@ def _slim_builder(depth):
     builder.__doc__ = _SLIM_DOC.format(depth=depth)
     builder.preprocess_input = preprocess_input_v2
     builder.decode_predictions = decode_predictions
-    return register_model(f"resnet_v2_{depth}")(builder)
+    return builder
 
 
 resnet_v2_50 = _slim_builder(50)

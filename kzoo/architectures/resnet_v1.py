@@ -19,16 +19,16 @@ from __future__ import annotations
 
 from keras import layers
 
+from kzoo import index
 from kzoo.architectures import _common, _slim
-from kzoo.models import register_model
 
 __all__ = ["ResNetV1_50", "ResNetV1_101", "ResNetV1_152"]
 
 BN_EPSILON = 1e-5
 
-# Units per block; block b has bottleneck depth 64 * 2**(b-1), output 4x that, stride 2 in its
-# last unit except block4.
-UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# Units per block come from the index rows (``stages``); block b has bottleneck depth 64 * 2**(b-1),
+# output 4x that, stride 2 in its last unit except block4.
+DEPTHS = (50, 101, 152)
 BLOCK_STRIDES = (2, 2, 2, 1)
 
 
@@ -78,22 +78,22 @@ def ResNetV1(
     name=None,
 ):
     """Slim ResNet v1 with ``depth`` in {50, 101, 152}; Keras-applications arguments."""
-    if depth not in UNITS:
-        raise ValueError(f"ResNetV1 depth must be one of {sorted(UNITS)}; received depth={depth}")
-    canonical_name = f"resnet_v1_{depth}"
-    input_shape = _slim.check_arguments(
-        canonical_name, weights=weights, include_top=include_top, input_shape=input_shape, classes=classes,
-        classifier_activation=classifier_activation, default_size=224, min_size=32)
-    img_input = _common.make_input(input_tensor, input_shape)
+    if depth not in DEPTHS:
+        raise ValueError(f"ResNetV1 depth must be one of {DEPTHS}; received depth={depth}")
+    model_name = f"resnet_v1_{depth}"
 
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(img_input)
-    x = _conv_bn(x, 64, 7, "conv1", strides=2, padding="valid")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-    for block, (units, stride) in enumerate(zip(UNITS[depth], BLOCK_STRIDES), start=1):
-        x = resnet_v1_block(x, block, 64 * 2 ** (block - 1), units, stride)
+    def body(x):
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+        x = _conv_bn(x, 64, 7, "conv1", strides=2, padding="valid")
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+        for block, (units, stride) in enumerate(zip(index.get(model_name).stages, BLOCK_STRIDES), start=1):
+            x = resnet_v1_block(x, block, 64 * 2 ** (block - 1), units, stride)
+        return x
 
-    x = _slim.classifier(x, include_top, pooling, classes, classifier_activation)
-    return _slim.finish(input_tensor, img_input, x, name or canonical_name, canonical_name, weights, include_top)
+    return _slim.build(model_name, body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                       input_shape=input_shape, pooling=pooling, classes=classes,
+                       classifier_activation=classifier_activation, name=name or model_name, default_size=224,
+                       min_size=32)
 
 
 def _variant(depth):
@@ -106,7 +106,7 @@ def _variant(depth):
     builder.__name__ = builder.__qualname__ = f"ResNetV1_{depth}"
     builder.__doc__ = f"Slim ResNet v1 {depth} (``resnet_v1_{depth}``). See the module docstring."
     builder.__module__ = __name__
-    return register_model(f"resnet_v1_{depth}")(builder)
+    return builder
 
 
 ResNetV1_50 = _variant(50)

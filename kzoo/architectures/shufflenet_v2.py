@@ -19,11 +19,10 @@ ILSVRC-devkit order. Default weights: the TI-ONE checkpoint (``weights="tione"``
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import layers, ops
 
+from kzoo import preprocessing
 from kzoo.architectures import _common, _slim
-from kzoo.models import register_model
 
 __all__ = ["ShuffleNetV2"]
 
@@ -122,36 +121,25 @@ def ShuffleNetV2(
     (``shufflenet_v2_050``). See the module docstring."""
     if alpha not in STAGE2_CHANNELS:
         raise ValueError(f"ShuffleNetV2 alpha must be one of {sorted(STAGE2_CHANNELS)}; received alpha={alpha}")
-    canonical_name = f"shufflenet_v2_{round(alpha * 100):03d}"
-    input_shape = _slim.check_arguments(
-        canonical_name, weights=weights, include_top=include_top, input_shape=input_shape, classes=classes,
-        classifier_activation=classifier_activation, default_size=224, min_size=32)
-    img_input = _common.make_input(input_tensor, input_shape)
+    model_name = f"shufflenet_v2_{round(alpha * 100):03d}"
 
-    x = layers.Rescaling(2.0, offset=-1.0, name="standardize_input")(img_input)
-    x = _slim.conv_bn(x, 24, 3, "Conv1", strides=2, epsilon=BN_EPSILON, scale=True)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="MaxPool")(x)
-    out_channels = STAGE2_CHANNELS[alpha]
-    for stage, units in STAGE_UNITS:
-        x = shufflenet_stage(x, stage, units, out_channels)
-        out_channels *= 2
-    x = _conv_bn(x, 2048 if alpha == 2.0 else 1024, "Conv5")
+    def body(x):
+        x = layers.Rescaling(2.0, offset=-1.0, name="standardize_input")(x)
+        x = _slim.conv_bn(x, 24, 3, "Conv1", strides=2, epsilon=BN_EPSILON, scale=True)
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="MaxPool")(x)
+        out_channels = STAGE2_CHANNELS[alpha]
+        for stage, units in STAGE_UNITS:
+            x = shufflenet_stage(x, stage, units, out_channels)
+            out_channels *= 2
+        return _conv_bn(x, 2048 if alpha == 2.0 else 1024, "Conv5")
 
-    x = _slim.classifier(x, include_top, pooling, classes, classifier_activation)
-    return _slim.finish(input_tensor, img_input, x, name or canonical_name, canonical_name, weights, include_top)
-
-
-register_model("shufflenet_v2_050", alpha=0.5)(ShuffleNetV2)
+    return _slim.build(model_name, body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                       input_shape=input_shape, pooling=pooling, classes=classes,
+                       classifier_activation=classifier_activation, name=name or model_name, default_size=224,
+                       min_size=32)
 
 
-def preprocess_input(x, data_format=None):
-    """0..255 RGB -> [0, 1] (the model standardises to [-1, 1] itself). ``data_format`` is accepted
-    for keras.applications compatibility; scaling does not depend on it."""
-    if isinstance(x, np.ndarray):
-        if not np.issubdtype(x.dtype, np.floating):
-            x = x.astype(keras.config.floatx())
-        return x / 255.0
-    return ops.cast(x, keras.config.floatx()) / 255.0
 
 
+preprocess_input = preprocessing.unit_preprocess_input  # the model standardises to [-1, 1] itself
 decode_predictions = _slim.decode_predictions

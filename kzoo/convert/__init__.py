@@ -20,7 +20,6 @@ import hashlib
 import importlib
 import json
 import os
-import pkgutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,8 @@ from kzoo.convert._base import (
     preferred_variable,
     unused_category,
 )
-from kzoo.errors import ConversionError, UnknownModel
+from kzoo import index
+from kzoo.errors import ConversionError
 
 # Bump whenever a rule or the output layout changes: cached conversions are keyed by it.
 CONVERTER_VERSION = "1"
@@ -52,9 +52,9 @@ __all__ = ["ConversionReport", "convert_checkpoint", "converted_weights_path", "
 
 @functools.lru_cache(maxsize=None)
 def _load_families() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("slim_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    # The index names each model's rule module; importing it registers its @register_family rules.
+    for rule in sorted({row.rule for row in index.MODELS.values() if row.rule}):
+        importlib.import_module(f"{__name__}.{rule}")
 
 
 def supported_models() -> list[str]:
@@ -64,12 +64,7 @@ def supported_models() -> list[str]:
 
 
 def _canonical(model: str) -> str:
-    try:
-        from kzoo.models import get_model_spec
-
-        return get_model_spec(model).name
-    except UnknownModel:
-        return model.lower()
+    return index.normalise(model)
 
 
 def _family(model_name: str):
@@ -163,21 +158,21 @@ def _build_model(model_name: str, classes: int | None, include_top: bool):
 
 
 @functools.lru_cache(maxsize=8)
-def _plan(model_name, classes, include_top, drop, checkpoint_classes, variables):
+def _plan(model_name, classes, include_top, drop, checkpoint_classes, variables, conversion="{}"):
     """[(layer name, [_Slot, ...]), ...] for every layer, in model order."""
     from kzoo.formats.keras_h5 import legacy_weights
 
     model = _build_model(model_name, classes, include_top)
-    ctx = RuleContext(model_name, checkpoint_classes, drop, include_top, dict(variables))
+    ctx = RuleContext(model_name, checkpoint_classes, drop, include_top, dict(variables), json.loads(conversion))
     rules = {}
     for rule in _family(model_name).rules(model, ctx):
         rules[(rule.layer, rule.weight)] = rule
     plan = []
     for layer in model.layers:
         slots = []
-        for index, variable in enumerate(legacy_weights(layer)):
+        for position, variable in enumerate(legacy_weights(layer)):
             short = str(variable.name).rsplit("/", 1)[-1]
-            rule = rules.pop((layer.name, short), None) or rules.pop((layer.name, index), None)
+            rule = rules.pop((layer.name, short), None) or rules.pop((layer.name, position), None)
             slots.append(_Slot(layer.name, f"{layer.name}/{short}:0", tuple(variable.shape), rule))
         plan.append((layer.name, slots))
     layer_names = {layer.name for layer in model.layers}
@@ -205,7 +200,7 @@ def _default_output(model_name: str) -> Path:
 
 def convert_checkpoint(src, model: str, output=None, keep_background: bool = False, use_ema: bool = True,
                        *, include_top: bool = True, progress: bool | None = None,
-                       workdir=None, hint: str | None = None) -> ConversionReport:
+                       workdir=None, hint: str | None = None, conversion=None) -> ConversionReport:
     """Convert a TF-slim checkpoint into a Keras h5 weight file for the kzoo model ``model``.
 
     src:             V1 checkpoint file, V2 prefix, folder, or .tar.gz/.tgz/.zip archive.
@@ -218,6 +213,8 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
     progress:        tqdm bar (None: only when stderr is a terminal).
     hint:            file-name prefix that picks the checkpoint when a folder or archive holds
                      several (default: the model name).
+    conversion:      the registry entry's ``conversion`` block, handed to the rules as
+                     ``ctx.conversion`` (e.g. ShuffleNet's ``label_order``).
 
     Raises ConversionError naming every missing variable and shape mismatch (nothing is written),
     UnsafeArchive for archives that would escape their folder or exceed the size limits.
@@ -246,7 +243,9 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
         drop = checkpoint_classes == 1001 and not keep_background
         classes = checkpoint_classes - 1 if drop else checkpoint_classes
         variables = tuple(sorted(shapes.items())) if family.needs_variables else ()
-        plan, stray = _plan(model_name, classes, include_top, drop, checkpoint_classes, variables)
+        # The entry's conversion block reaches the rules as ctx.conversion (JSON: a hashable cache key).
+        plan, stray = _plan(model_name, classes, include_top, drop, checkpoint_classes, variables,
+                            json.dumps(conversion or {}, sort_keys=True))
 
         report = ConversionReport(Path(os.fspath(src)), ckpt.path, ckpt.format, model_name, output,
                                   include_top, classes if include_top else None, checkpoint_classes,
@@ -357,7 +356,8 @@ def converted_weights_path(entry, archive_path) -> Path:
     the conversion options, so a second call (any process) only checks that the file exists.
     The entry's ``conversion`` block may set ``model`` (default: ``entry.model``),
     ``keep_background`` (default False), ``use_ema`` (default True) and ``checkpoint`` (the
-    checkpoint's file name inside an archive, used when it holds several).
+    checkpoint's file name inside an archive, used when it holds several); the whole block reaches the
+    family's rules (``ctx.conversion``).
     """
     from filelock import FileLock
 
@@ -382,7 +382,7 @@ def converted_weights_path(entry, archive_path) -> Path:
             return target
         convert_checkpoint(archive_path, model_name, target, keep_background=keep_background,
                            use_ema=use_ema, include_top=include_top, workdir=folder / "tmp",
-                           hint=options.get("checkpoint"))
+                           hint=options.get("checkpoint"), conversion=options)
     return target
 
 

@@ -80,6 +80,8 @@ class RuleContext:
     variables:          every checkpoint variable name -> shape (EMA shadows included), for
                         families registered with ``needs_variables=True`` (empty otherwise, so
                         the converter can reuse one plan for every checkpoint of a model).
+    conversion:         the registry entry's ``conversion`` block (facts about the checkpoint, e.g.
+                        ``label_order``); empty when a file is converted without an entry.
     """
 
     model_name: str
@@ -87,6 +89,7 @@ class RuleContext:
     drop_background: bool
     include_top: bool
     variables: Mapping[str, tuple] = field(default_factory=dict)
+    conversion: Mapping = field(default_factory=dict)
 
 
 RuleFunction = Callable[[object, RuleContext], Iterable[WeightRule]]
@@ -115,8 +118,7 @@ def register_family(*model_names: str, head: str | None = None, needs_variables:
     ``needs_variables=True`` when the rules depend on which variables the checkpoint holds
     (``ctx.variables``); the converter then plans each checkpoint separately.
 
-    Modules named ``kzoo/convert/slim_*.py`` are imported automatically, so adding a family is
-    adding a file.
+    The index row of each model names its rule module (``rule``), which is imported on first use.
     """
 
     def decorate(function: RuleFunction) -> RuleFunction:

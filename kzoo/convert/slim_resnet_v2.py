@@ -6,16 +6,15 @@ convs are followed by BN with gamma (``resnet_arg_scope``). ``postnorm`` is ``po
 1001-class 1x1-conv ``logits`` become the Dense ``predictions``.
 """
 
+from kzoo import index
 from kzoo.convert._base import batch_norm, conv, conv_bn, dense, register_family
 
-UNITS = {"resnet_v2_50": (3, 4, 6, 3), "resnet_v2_101": (3, 4, 23, 3), "resnet_v2_152": (3, 8, 36, 3)}
 
-
-@register_family(*UNITS, head="{model}/logits/biases")
+@register_family("resnet_v2_50", "resnet_v2_101", "resnet_v2_152", head="{model}/logits/biases")
 def resnet_v2_rules(model, ctx):
     scope = ctx.model_name
     yield from conv("conv1_conv", f"{scope}/conv1", bias=True)
-    for block, units in enumerate(UNITS[scope], start=1):
+    for block, units in enumerate(index.get(scope).stages, start=1):
         for unit in range(1, units + 1):
             keras = f"conv{block + 1}_block{unit}"
             slim = f"{scope}/block{block}/unit_{unit}/bottleneck_v2"

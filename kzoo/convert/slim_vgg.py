@@ -11,15 +11,14 @@ channels are reversed here so the converted weights take Keras' preprocessing, l
 VGG weight file kzoo serves.
 """
 
+from kzoo import index
 from kzoo.convert._base import conv, dense, flip_input_channels, register_family
-
-_CONVS_PER_BLOCK = {"vgg_16": (2, 2, 3, 3, 3), "vgg_19": (2, 2, 4, 4, 4)}
 
 
 @register_family("vgg_16", "vgg_19", head="{model}/fc8/biases")
 def vgg_rules(model, ctx):
     scope = ctx.model_name
-    for block, count in enumerate(_CONVS_PER_BLOCK[scope], start=1):
+    for block, count in enumerate(index.get(scope).stages, start=1):
         for i in range(1, count + 1):
             first = block == 1 and i == 1
             yield from conv(f"block{block}_conv{i}", f"{scope}/conv{block}/conv{block}_{i}", bias=True,

@@ -1,0 +1,142 @@
+"""The one builder path: check the arguments, make the input, build the family's layers, finish the head,
+then load the weights, which travel one way (registry -> sources -> [convert] -> local file -> model).
+
+A family supplies its layers (``body``) and its classifier (``head``); :func:`build` does everything a
+keras.applications builder does around them, in Keras' order, with Keras' messages. Families whose
+Keras original interleaves its own checks with these steps (MobileNet's ``rows``, ConvNeXt's
+preprocessing layers) call :class:`Weights` and the ``_common`` steps themselves, in the same order.
+
+Weights are looked up under the *registered* name: the family's own name by default, or the name
+``kzoo.create_model`` was called with (``vgg_16`` is the ``VGG16`` builder with TF-slim weights), as timm
+looks weights up under the variant it was asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from typing import Callable
+
+import keras
+
+from kzoo.architectures import _common
+
+_REGISTERED_NAME = contextvars.ContextVar("kzoo_registered_name", default=None)
+
+
+@contextlib.contextmanager
+def registered_as(name: str):
+    """Builders called inside look weights up under ``name`` (set by ``kzoo.create_model``)."""
+    token = _REGISTERED_NAME.set(name)
+    try:
+        yield
+    finally:
+        _REGISTERED_NAME.reset(token)
+
+
+def registered_name(default: str) -> str:
+    return _REGISTERED_NAME.get() or default
+
+
+class Weights:
+    """A builder's ``weights`` argument, checked once (as keras.applications checks it) and loaded once.
+
+    ``weights`` is None, a path (legacy ``.h5`` by layer name, or a Keras 3 ``.weights.h5``), or a
+    registry tag (``"imagenet"``, ``"tione"``, ...) for the registered name. ``pretrained`` is True for a
+    tag, so the input-shape rules for pretrained weights apply, as Keras applies them for ``"imagenet"``.
+    Families whose Keras module words the errors differently pass their own templates
+    (``str.format`` fields: ``weights``, ``classes``, ``num_classes``).
+    """
+
+    def __init__(self, weights, model_name: str, include_top: bool, classes: int, num_classes: int = 1000, *,
+                 weights_error: str = _common.WEIGHTS_ERROR, classes_error: str = _common.CLASSES_ERROR):
+        self.value = weights
+        self.model_name = registered_name(model_name)
+        self.include_top = include_top
+        self.is_path = _common.is_weights_path(weights)
+        self.pretrained = False
+        if weights is None or self.is_path:
+            return
+        if weights != _common.IMAGENET:
+            from kzoo import registry
+
+            if not isinstance(weights, str) or not registry.has_weights(self.model_name, weights, include_top):
+                raise ValueError(weights_error.format(weights=weights))
+        if include_top and classes != num_classes:
+            raise ValueError(classes_error.format(weights=weights, classes=classes, num_classes=num_classes))
+        self.pretrained = True
+
+    def local_file(self, **variant):
+        """``(path, entry)``: the file to load and its registry entry (None for a user's path)."""
+        if self.is_path:
+            return os.fspath(self.value), None
+        from kzoo import registry, sources
+
+        entry = registry.resolve_weights(self.model_name, self.value, self.include_top, **variant)
+        path = sources.fetch(entry)
+        if entry.format != "keras-h5":
+            from kzoo.convert import converted_weights_path
+
+            path = converted_weights_path(entry, path)
+        return os.fspath(path), entry
+
+    def load(self, model, *, legacy_names: Callable | None = None, **variant):
+        """Load into ``model`` (nothing for ``weights=None``); ``variant`` picks among a tag's files."""
+        if self.value is None:
+            return model
+        path, entry = self.local_file(**variant)
+        # A checkpoint that only exists with its head also serves include_top=False: the head is extra.
+        allow_unexpected = entry is not None and entry.include_top and not self.include_top
+        _load_file(model, path, legacy_names, allow_unexpected=allow_unexpected)
+        return model
+
+
+def _load_file(model, path, legacy_names=None, **kwargs):
+    from kzoo.formats import keras_h5
+
+    if legacy_names is not None and keras_h5.is_legacy_h5(path):
+        file_layers = keras_h5.read_weights(path)
+        renamed = [(legacy_names(name), weights) for name, weights in file_layers]
+        if any(new != old for (new, _), (old, _) in zip(renamed, file_layers)):
+            import tempfile
+
+            # The strict by-name loader reads a renamed copy; the original file is never modified.
+            with tempfile.TemporaryDirectory(prefix="kzoo-renamed-") as tmp:
+                copy = os.path.join(tmp, os.path.basename(path))
+                keras_h5.write_weights(copy, renamed)
+                return keras_h5.load_weights(model, copy, **kwargs)
+    return keras_h5.load_weights(model, path, **kwargs)
+
+
+def dense_head(x, classes, classifier_activation):
+    """Keras' most common classifier: global average pooling, then the ``predictions`` Dense layer."""
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+
+
+def build(model_name: str, body: Callable, *, include_top, weights, input_tensor, input_shape, pooling, classes,
+          classifier_activation, name, default_size: int, min_size: int, head: Callable = dense_head,
+          pool_names=("avg_pool", "max_pool"), weights_errors: dict | None = None, legacy_names=None,
+          validate_activation_first: bool = False):
+    """A keras.applications builder around ``body(img_input) -> features`` and ``head(x, classes, act)``.
+
+    ``model_name`` is the family's registry name (``create_model`` may register it under another);
+    ``name`` the Keras model name. ``pool_names`` are the ``pooling=`` layers' names (None where Keras
+    leaves them unnamed). ``validate_activation_first``: families whose Keras module checks the classifier
+    activation before building any layer.
+    """
+    request = Weights(weights, model_name, include_top, classes, **(weights_errors or {}))
+    input_shape = _common.obtain_input_shape(input_shape, default_size=default_size, min_size=min_size,
+                                             require_flatten=include_top, pretrained=request.pretrained)
+    if include_top and validate_activation_first:
+        _common.validate_activation(classifier_activation, weights)
+    img_input = _common.make_input(input_tensor, input_shape)
+    x = body(img_input)
+    if include_top:
+        _common.validate_activation(classifier_activation, weights)
+        x = head(x, classes, classifier_activation)
+    else:
+        x = _common.pooling_head(x, pooling, *pool_names)
+    model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
+    return request.load(model, legacy_names=legacy_names)
