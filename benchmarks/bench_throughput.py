@@ -20,6 +20,7 @@ import os
 import pytest
 
 from kzoo import bench
+from kzoo.bench.environment import keras_backend
 
 MODELS = os.environ.get("KZOO_BENCH_MODELS", "resnet50,mobilenetv2,efficientnetb0").split(",")
 BATCH = int(os.environ.get("KZOO_BENCH_BATCH", "8"))
@@ -47,8 +48,8 @@ def _run(benchmark, name, source, mode):
     mean = benchmark.stats.stats.mean
     gflops = bench.count_flops(model) / 1e9
     benchmark.extra_info.update(
-        backend=bench._backend(), device=bench.device_name(), batch=prepared.batch_size,
-        tf_cpu_allocator=bench.tf_cpu_allocator() if bench._backend() == "tensorflow" else None,
+        backend=keras_backend(), device=bench.device_name(), batch=prepared.batch_size,
+        tf_cpu_allocator=bench.tf_cpu_allocator() if keras_backend() == "tensorflow" else None,
         compile_s=round(prepared.compile_s, 3), gflops_per_image=round(gflops, 3),
         images_per_s=round(prepared.batch_size / mean, 2),
     )

@@ -139,10 +139,15 @@ def _cmd_info(args) -> int:
     try:
         entries = [registry.get_entry(args.id)]
     except UnknownWeights:
-        # Not a weight id: a model name (or alias), resolved through the index without importing Keras.
+        # Not a weight id: a model name (or alias), resolved through the index without importing Keras,
+        # or the model name of entries a user registered (KZOO_REGISTRY) for a builder of their own.
         try:
             info = index.get(args.id)
         except UnknownModel:
+            entries = registry.list_weights(model=args.id, include_superseded=True)
+            if entries:
+                print("\n\n".join(_describe_entry(e) for e in entries))
+                return 0
             known = [e.id for e in registry.list_weights(include_superseded=True)] + index.names()
             close = difflib.get_close_matches(args.id.lower(), known, n=5, cutoff=0.6)
             hint = f" Did you mean {', '.join(close)}?" if close else ""

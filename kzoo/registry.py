@@ -9,33 +9,36 @@ Files that no source pins (MobileNet v1/v2, the TI-ONE checkpoints) are trust-on
 (``trust == "tofu"``): the first verified download records its sha256 in the user pin file
 (``KZOO_PINS``, default ``$XDG_CONFIG_HOME/kzoo/pins.json``, i.e. ``~/.config/kzoo/pins.json``),
 and later loads are checked against it (``record_pin`` / ``pinned_sha256``).
+
+Schema validation lives in ``kzoo.registry_schema`` and the pin file in ``kzoo.pins``; the names from
+them that callers use are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import difflib
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from kzoo.errors import HashMismatch, RegistryError, UnknownWeights
+from kzoo import index, pins
+from kzoo.errors import RegistryError, UnknownWeights
+# Also part of this module's API, as before they moved: ENV_PINS, pins_path, user_pins, SCHEMA_PATH, schema_errors.
+from kzoo.pins import ENV_PINS, SHA256_HEX, pins_path, user_pins  # noqa: F401
+from kzoo.registry_schema import SCHEMA_PATH, load_schema, schema_errors
 
 SCHEMA_VERSION = 1
 REGISTRY_PATH = Path(__file__).with_name("weights_registry.json")
-SCHEMA_PATH = Path(__file__).with_name("weights_registry.schema.json")
 ENV_REGISTRY = "KZOO_REGISTRY"
-ENV_PINS = "KZOO_PINS"
 
 _REQUIRED = ("id", "model", "tag", "include_top", "file_name", "urls", "format")
-_HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
+_HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha256": SHA256_HEX}
 
 
 # ------------------------------------------------------------------------------------------ the entry
@@ -133,87 +136,7 @@ def _same_value(a, b) -> bool:
     return a == b
 
 
-# ------------------------------------------------------------------------------------------ validation
-
-def _load_schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-
-
-def schema_errors(instance, schema: dict | None = None, root: dict | None = None, path: str = "$") -> list[str]:
-    """Errors of ``instance`` against the JSON Schema subset used by the registry schema.
-
-    Supported keywords: type, enum, const, pattern, minimum, minLength, minItems, uniqueItems, items,
-    properties, required, additionalProperties and local ``$ref``. Anything else in the schema is an
-    error, so the schema cannot silently say more than this validator checks.
-    """
-    if schema is None:
-        schema = _load_schema()
-    root = schema if root is None else root
-    errors: list[str] = []
-    known = {"type", "enum", "const", "pattern", "minimum", "minLength", "minItems", "uniqueItems", "items",
-             "properties", "required", "additionalProperties", "$ref", "$defs", "$schema", "$id", "title",
-             "description"}
-    unknown = set(schema) - known
-    if unknown:
-        raise RegistryError(f"schema keyword(s) {sorted(unknown)} at {path} are not supported by kzoo's validator")
-    if "$ref" in schema:
-        ref = schema["$ref"]
-        if not ref.startswith("#/"):
-            raise RegistryError(f"only local $ref is supported, got {ref!r}")
-        target = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        return schema_errors(instance, target, root, path)
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_TYPES[t](instance) for t in types):
-            return [f"{path}: expected {' or '.join(types)}, got {json.dumps(instance)[:60]}"]
-    if "const" in schema and instance != schema["const"]:
-        errors.append(f"{path}: must be {schema['const']!r}, got {instance!r}")
-    if "enum" in schema and not any(_TYPES["null"](instance) if e is None else
-                                    (instance == e and type(instance) is type(e)) for e in schema["enum"]):
-        errors.append(f"{path}: {instance!r} is not one of {schema['enum']}")
-    if isinstance(instance, str):
-        if "pattern" in schema and not re.search(schema["pattern"], instance):
-            errors.append(f"{path}: {instance!r} does not match {schema['pattern']}")
-        if len(instance) < schema.get("minLength", 0):
-            errors.append(f"{path}: shorter than {schema['minLength']}")
-    if _TYPES["number"](instance) and "minimum" in schema and instance < schema["minimum"]:
-        errors.append(f"{path}: {instance} < {schema['minimum']}")
-    if isinstance(instance, list):
-        if len(instance) < schema.get("minItems", 0):
-            errors.append(f"{path}: fewer than {schema['minItems']} items")
-        if schema.get("uniqueItems") and len({json.dumps(i, sort_keys=True) for i in instance}) != len(instance):
-            errors.append(f"{path}: items are not unique")
-        if "items" in schema:
-            for i, item in enumerate(instance):
-                errors += schema_errors(item, schema["items"], root, f"{path}[{i}]")
-    if isinstance(instance, dict):
-        for key in schema.get("required", ()):
-            if key not in instance:
-                errors.append(f"{path}: missing required field {key!r}")
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, value in instance.items():
-            if key in props:
-                errors += schema_errors(value, props[key], root, f"{path}.{key}")
-            elif extra is False:
-                errors.append(f"{path}: unknown field {key!r}")
-            elif isinstance(extra, dict):
-                errors += schema_errors(value, extra, root, f"{path}.{key}")
-    return errors
-
+# ------------------------------------------------------------------------------------------ parsing
 
 def _entry_label(raw: Any, index: int) -> str:
     if isinstance(raw, dict) and isinstance(raw.get("id"), str):
@@ -240,7 +163,7 @@ def _parse_file(path: Path, validate: bool) -> list[WeightsEntry]:
     if not isinstance(raw_entries, list):
         raise RegistryError(f"Registry file {path}: 'entries' must be a list of entries (see {SCHEMA_PATH.name}).")
     if validate:
-        schema = _load_schema()
+        schema = load_schema()
         top_errors = schema_errors({k: v for k, v in doc.items() if k != "entries"} | {"entries": []}, schema)
         if top_errors:
             raise RegistryError(f"Registry file {path}: {'; '.join(top_errors)}")
@@ -407,13 +330,7 @@ def clear_cache() -> None:
 # ------------------------------------------------------------------------------------------ look-ups
 
 def _canonical_model(model: str) -> str:
-    name = model.lower()
-    try:  # aliases registered by builders (e.g. efficientnetv2_s -> efficientnetv2s); no family import here
-        from kzoo.models import _ALIASES
-
-        return _ALIASES.get(name, name)
-    except ImportError:  # pragma: no cover
-        return name
+    return index.normalise(model)  # aliases (efficientnet_b0 -> efficientnetb0) without importing Keras
 
 
 def get_entry(entry_id: str) -> WeightsEntry:
@@ -499,7 +416,7 @@ def identify(sha256: str | None = None, md5: str | None = None) -> list[WeightsE
                 if (not sha256 or not e.sha256 or e.sha256 == sha256) and (not md5 or not e.md5 or e.md5 == md5):
                     found.setdefault(e.id, e)
     if sha256:
-        for entry_id, pin in _load_pins().items():
+        for entry_id, pin in user_pins().items():
             entry = registry.get(entry_id)
             if entry is not None and not entry.pinned and pin.get("sha256") == sha256 \
                     and pin.get("file_name") in (None, entry.file_name):
@@ -508,30 +425,7 @@ def identify(sha256: str | None = None, md5: str | None = None) -> list[WeightsE
 
 
 # ------------------------------------------------------------------------------------------ user pins (TOFU)
-
-def pins_path() -> Path:
-    """The user pin file: ``$KZOO_PINS``, else ``$XDG_CONFIG_HOME/kzoo/pins.json`` (``~/.config/kzoo``)."""
-    explicit = os.environ.get(ENV_PINS)
-    if explicit:
-        return Path(explicit).expanduser()
-    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(config) / "kzoo" / "pins.json"
-
-
-def _load_pins(path: Path | None = None) -> dict:
-    path = path or pins_path()
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"Pin file {path} is unreadable ({exc}). Fix or delete it; pins are re-recorded "
-                            f"on the next verified download.") from exc
-    pins = doc.get("pins") if isinstance(doc, dict) else None
-    if not isinstance(pins, dict):
-        raise RegistryError(f"Pin file {path} has no 'pins' object. Fix or delete it.")
-    return pins
-
+# The pin file is kzoo.pins; these accept a registered id too, which kzoo.pins cannot resolve.
 
 def _as_entry(entry):
     """An entry, from an entry or an id; an unregistered id stays a bare id (pins are keyed by id)."""
@@ -542,15 +436,7 @@ def _as_entry(entry):
 
 def pinned_sha256(entry) -> str | None:
     """The sha256 to check ``entry`` (an entry or its id) against: the registry's, else the user pin."""
-    entry = _as_entry(entry)
-    if isinstance(entry, str):
-        return (_load_pins().get(entry) or {}).get("sha256")
-    if entry.sha256:
-        return entry.sha256
-    pin = _load_pins().get(entry.id)
-    if pin and pin.get("file_name") in (None, entry.file_name):
-        return pin.get("sha256")
-    return None
+    return pins.pinned_sha256(_as_entry(entry))
 
 
 def record_pin(entry, sha256: str, size: int | None = None, source: str | None = None) -> Path:
@@ -559,44 +445,4 @@ def record_pin(entry, sha256: str, size: int | None = None, source: str | None =
     Re-recording the same hash is a no-op. A different hash for an already-pinned entry raises
     HashMismatch: trust on first use means the first answer is the one kept.
     """
-    entry = _as_entry(entry)
-    entry_id, file_name = (entry, None) if isinstance(entry, str) else (entry.id, entry.file_name)
-    sha256 = sha256.lower()
-    if not _HEX["sha256"].match(sha256):
-        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-    if not isinstance(entry, str) and entry.sha256 and entry.sha256 != sha256:
-        raise HashMismatch(f"Weights '{entry.id}' ({entry.file_name}): the registry pins sha256 {entry.sha256}, "
-                           f"refusing to record {sha256}.")
-    path = pins_path()
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        pins = _load_pins(path)
-        old = pins.get(entry_id)
-        if old and old.get("file_name") in (None, file_name):
-            if old.get("sha256") == sha256:
-                return path
-            raise HashMismatch(
-                f"Weights '{entry_id}' ({file_name or old.get('file_name')}): the pin file {path} recorded "
-                f"sha256 {old.get('sha256')} on first use, now {sha256}. If the new file is right, delete "
-                f"the '{entry_id}' pin from {path} and fetch again.")
-        pins[entry_id] = {
-            "sha256": sha256, "size": size, "file_name": file_name, "source": source,
-            "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pins.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump({"schema_version": 1, "pins": pins}, out, indent=1, sort_keys=True)
-                out.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return path
-
-
-def user_pins() -> dict:
-    """``{entry id: {"sha256", "size", "file_name", "source", "recorded"}}`` from the user pin file."""
-    return dict(_load_pins())
+    return pins.record_pin(_as_entry(entry), sha256, size=size, source=source)

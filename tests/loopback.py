@@ -38,6 +38,7 @@ from typing import Callable
 import pytest
 
 import kzoo.sources as sources
+import kzoo.sources.cache as sources_cache
 
 BODY_CHUNK = 64 * 1024
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -284,7 +285,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     for name in ("KZOO_MIRRORS", "KZOO_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "KZOO_REGISTRY"):
         monkeypatch.delenv(name, raising=False)
-    sources._PROCESS_MEMO.clear()
+    sources_cache._PROCESS_MEMO.clear()
     return cache
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from kzoo import bench
+from kzoo.bench import environment, keras_candidates, sweep
 
 
 def tiny_convnet(num_classes=10, size=8):
@@ -158,7 +159,7 @@ def test_run_benchmarks_train_and_oom_injection(monkeypatch):
             raise MemoryError(f"injected OOM at batch {batch}")
         return real(model, batch, mode, jit, seed)
 
-    monkeypatch.setattr(bench, "make_keras_step", flaky)
+    monkeypatch.setattr(keras_candidates, "make_keras_step", flaky)
     (result,) = bench.run_benchmarks(
         ["tiny"], [8], mode="train", sources=("kzoo",), warmup=1, repeats=1, min_time=0.01, build=_tiny_build
     )
@@ -190,12 +191,12 @@ def test_device_peaks_from_reference():
 
 
 def test_cpu_peak_counts_only_the_threads_used(monkeypatch):
-    monkeypatch.setattr(bench, "_cpu_flags", lambda: {"fma", "avx2"})
-    monkeypatch.setattr(bench, "_cpu_mhz", lambda: 2000.0)
-    monkeypatch.setattr(bench.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(bench, "_compute_threads", None)
+    monkeypatch.setattr(environment, "_cpu_flags", lambda: {"fma", "avx2"})
+    monkeypatch.setattr(environment, "_cpu_mhz", lambda: 2000.0)
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(environment, "_compute_threads", None)
     assert bench.device_peak("float32", "CPU x")[0] == pytest.approx(4 * 2.0e9 * 32 / 1e12)
-    monkeypatch.setattr(bench, "_compute_threads", 1)
+    monkeypatch.setattr(environment, "_compute_threads", 1)
     tflops, basis = bench.device_peak("float32", "CPU x")
     assert tflops == pytest.approx(2.0e9 * 32 / 1e12) and "1 cores" in basis
 
@@ -219,7 +220,7 @@ def test_result_names_encode_environment(tmp_path):
 
 def test_cli_writes_json_csv_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)  # cli_main sets it; undone after the test
-    monkeypatch.setattr(bench, "build_model", _tiny_build)
+    monkeypatch.setattr(sweep, "build_model", _tiny_build)
     outdir = str(tmp_path) + os.sep
     code = bench.cli_main([
         "resnet50", "--batch-size", "1", "2", "--repeats", "1", "--min-time", "0.01", "--warmup", "1",
@@ -254,13 +255,17 @@ print(bench.tf_cpu_allocator())
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's CPU allocator")
-@pytest.mark.parametrize("requested, user_value, expected", [("bfc", None, "bfc"), ("bfc", "false", "system")])
-def test_allocator_choice_reaches_tensorflow(requested, user_value, expected):
+@pytest.mark.parametrize("requested, user_value, onednn, expected", [
+    ("bfc", None, None, "bfc"), ("bfc", "false", None, "system"),
+    ("bfc", "false", "0", "system"), ("bfc", None, "0", "bfc")])  # without oneDNN, TF's statistics tell
+def test_allocator_choice_reaches_tensorflow(requested, user_value, onednn, expected):
     """TF is asked which allocator it really uses; a value the user exported wins over the CLI default."""
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPU_ALLOCATOR_USE_BFC", "TF_ENABLE_ONEDNN_OPTS")}
+    if onednn is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     if user_value is not None:
         env["TF_CPU_ALLOCATOR_USE_BFC"] = user_value
     out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE, requested], env=env, capture_output=True,
@@ -375,7 +380,7 @@ def test_threads_apply_to_torch_for_timm():
     torch = _timm()
     before = torch.get_num_threads()
     try:
-        bench._set_threads(1, torch_too=True)
+        environment.set_threads(1, torch_too=True)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 import kzoo.sources as sources
+import kzoo.sources.cache as sources_cache
+import kzoo.sources.hashing as sources_hashing
 from kzoo.errors import DownloadError, HashMismatch, WeightsNotFound
 from loopback import (cache_listing, env, model_h5_bytes, no_sockets, register, server,  # noqa: F401 (fixtures)
                       weights_entry)
@@ -60,9 +62,10 @@ def test_verified_memo_skips_rehash_until_file_changes(server, register, weights
     (entry,) = register(weights_entry("testnet.imagenet", weights, [url]))
     path = sources.fetch(entry)
     calls = []
-    real_hash = sources.hash_file
-    monkeypatch.setattr(sources, "hash_file", lambda *a, **k: calls.append(a) or real_hash(*a, **k))
-    sources._PROCESS_MEMO.clear()  # a new process: only the memo file in the cache remains
+    real_hash = sources_hashing.hash_file
+    # patched where it is defined: kzoo.sources only re-exports it
+    monkeypatch.setattr(sources_hashing, "hash_file", lambda *a, **k: calls.append(a) or real_hash(*a, **k))
+    sources_cache._PROCESS_MEMO.clear()  # a new process: only the memo file in the cache remains
     assert sources.fetch(entry) == path
     assert calls == []
     st = path.stat()
@@ -179,7 +182,7 @@ def test_good_cached_file_survives_a_bad_mirror(server, register, weights, env, 
     before = path.stat().st_mtime_ns
     server.serve(f"/bad/{entry.file_name}", weights, fault="wrong")
     monkeypatch.setenv("KZOO_MIRRORS", bad_base)
-    sources._PROCESS_MEMO.clear()
+    sources_cache._PROCESS_MEMO.clear()
     assert sources.fetch(entry) == path
     assert path.read_bytes() == weights and path.stat().st_mtime_ns == before
     assert server.count(f"/bad/{entry.file_name}") == 0

@@ -1,0 +1,28 @@
+"""The comparison sources ``kzoo bench`` knows: registering a Candidate class here adds a source."""
+
+from __future__ import annotations
+
+from kzoo.bench.keras_candidates import (
+    KerasApplications,
+    KerasModelCandidate,
+    Kzoo,
+    KzooOptimized,
+)
+from kzoo.bench.timm_candidate import Timm
+
+# Name -> class, in the order of the table's and CSV's ratio columns.
+SOURCES = {candidate.name: candidate for candidate in (Kzoo, KzooOptimized, KerasApplications, Timm)}
+BASELINES = tuple(name for name, candidate in SOURCES.items() if candidate.baseline)
+OURS = tuple(name for name, candidate in SOURCES.items() if not candidate.baseline)
+
+
+def build_model(name: str, source: str, *, image_size=None, precision="float32", batch_size=None):
+    """A randomly initialised classifier (``include_top=True``) from a source that builds a Keras model.
+
+    ``image_size`` None keeps the model's own default input size. ``batch_size`` is for ``kzoo-opt``:
+    :func:`kzoo.optimize_for_inference` picks its Winograd tiles for the batch it will run.
+    """
+    candidate = SOURCES.get(source)
+    if candidate is None or not issubclass(candidate, KerasModelCandidate):
+        raise ValueError(f"unknown source {source!r}; expected one of {tuple(SOURCES)}")
+    return candidate.create_model(name, image_size=image_size, precision=precision, batch_size=batch_size)
