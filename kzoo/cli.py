@@ -118,7 +118,7 @@ def _cmd_list(args) -> int:
             if args.pattern and not fnmatch.fnmatch(entry.id, args.pattern.lower()):
                 continue
             size = f"{entry.size:>11,d}" if entry.size is not None else f"{'?':>11}"
-            flags = " tofu" if _is_tofu(entry) else ""
+            flags = "" if entry.pinned else " tofu"
             flags += f" superseded by {entry.superseded_by}" if entry.superseded_by else ""
             print(f"{entry.id:<56} {size}{flags}")
         return 0
@@ -187,38 +187,28 @@ def _describe_model(info) -> str:
     return "\n".join(lines)
 
 
-def _is_tofu(entry) -> bool:
-    return getattr(entry, "trust", None) == "tofu" or not (entry.md5 or entry.sha256)
-
-
 def _describe_entry(entry) -> str:
     import kzoo.sources as sources
 
     def row(label, value):
         return f"  {label + ':':<15}{value}"
 
-    variant = getattr(entry, "variant", None) or {}
     lines = [entry.id, row("model", f"{entry.model}  (tag {entry.tag}, include_top={entry.include_top}"
-                                    + (f", {', '.join(f'{k}={v}' for k, v in variant.items())}" if variant else "")
-                                    + ")")]
+                                    + (f", {entry.variant_text}" if entry.variant else "") + ")")]
     lines.append(row("file", entry.file_name))
     lines.append(row("size", f"{entry.size:,d} bytes" if entry.size is not None else "unknown"))
     lines.append(row("format", entry.format))
-    if _is_tofu(entry):
-        pin = sources._pinned_sha256(entry)
-        lines.append(row("hashes", "unpinned, trusted on first use"
-                         + (f" (recorded sha256 {pin})" if pin else " (nothing recorded yet)")))
-    else:
-        lines.append(row("trust", "pinned"))
+    lines.append(row("trust", entry.trust_for_display))
+    if entry.pinned:
         lines.append(row("md5", entry.md5 or "unknown"))
         lines.append(row("sha256", entry.sha256 or "unknown"))
     for label, attr in (("license", "license"), ("origin", "origin"), ("preprocessing", "preprocessing"),
                         ("input size", "input_size"), ("classes", "num_classes")):
-        value = getattr(entry, attr, None)
+        value = getattr(entry, attr)
         lines.append(row(label, value if value is not None else "unknown"))
-    if getattr(entry, "superseded_by", None):
+    if entry.superseded_by:
         lines.append(row("superseded by", entry.superseded_by))
-    if getattr(entry, "conversion", None):
+    if entry.conversion:
         lines.append(row("conversion", entry.conversion))
     status = sources.cache_status(entry)
     lines.append(row("cache", f"{status.state}: {status.path}" + (f" ({status.detail})" if status.detail else "")))

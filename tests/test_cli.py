@@ -116,7 +116,7 @@ def test_info_tofu_entry_says_unpinned(server, register, weights, capsys):
     assert code == 0 and "unpinned, trusted on first use (nothing recorded yet)" in out
     assert run(capsys, "fetch", "testnet.tofu")[0] == 0
     code, out, _ = run(capsys, "info", "testnet.tofu")
-    assert f"recorded sha256 {hashlib.sha256(weights).hexdigest()}" in out
+    assert f"recorded sha256:{hashlib.sha256(weights).hexdigest()} in " in out  # and names the pin file
 
 
 def test_info_by_model_name_lists_its_weights(register, weights, capsys):
