@@ -1,7 +1,8 @@
 """DenseNet-121/169/201, as keras.applications builds them.
 
 A depth is data: the number of conv blocks (BN-ReLU-1x1, BN-ReLU-3x3, growth 32, concatenated) in each
-of the four dense blocks. Transition blocks (``pool2``..``pool4``) halve channels and resolution.
+of the four dense blocks (the index rows' ``stages``). Transition blocks (``pool2``..``pool4``) halve
+channels and resolution.
 """
 
 from __future__ import annotations
@@ -9,15 +10,22 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kzoo.architectures import _common
-from kzoo.models import register_model
+from kzoo import index
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess  # noqa: F401
 
 __all__ = ["DenseNet121", "DenseNet169", "DenseNet201"]
 
-BLOCKS = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}
 GROWTH_RATE = 32
 BN_EPS = 1.001e-5
+
+# Keras' DenseNet words these errors its own way.
+WEIGHTS_ERRORS = {
+    "weights_error": "The `weights` argument should be either `None` (random initialization), `imagenet` "
+                     "(pre-training on ImageNet), or the path to the weights file to be loaded.",
+    "classes_error": 'If using `weights` as `"{weights}"` with `include_top` as true, `classes` should be '
+                     "{num_classes}",
+}
 
 preprocess_input = family_preprocess("torch")
 
@@ -43,42 +51,30 @@ def _transition(x, name):
 
 def _densenet(depth, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
               name):
-    if keras.config.image_data_format() == "channels_first":
+    if keras.config.image_data_format() == "channels_first":  # Keras checks this before the weights
         raise ValueError(
             "DenseNet does not support the `channels_first` image data format. Switch to `channels_last` "
             "by editing your local config file at ~/.keras/keras.json")
-    canonical = f"densenet{depth}"
-    pretrained = _common.validate_weights(
-        weights, canonical, include_top, classes,
-        weights_error="The `weights` argument should be either `None` (random initialization), `imagenet` "
-                      "(pre-training on ImageNet), or the path to the weights file to be loaded.",
-        classes_error='If using `weights` as `"{weights}"` with `include_top` as true, `classes` should be '
-                      "{num_classes}")
-    input_shape = _common.obtain_input_shape(input_shape, default_size=224, min_size=32,
-                                             require_flatten=include_top, pretrained=pretrained)
-    img_input = _common.make_input(input_tensor, input_shape)
+    model_name = f"densenet{depth}"
 
-    x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)))(img_input)
-    x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1_conv")(x)
-    x = _bn_relu(x, "conv1")
-    x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)))(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
-    for stage, blocks in enumerate(BLOCKS[depth], start=2):
-        for i in range(1, blocks + 1):
-            x = _conv_block(x, f"conv{stage}_block{i}")
-        if stage < 5:
-            x = _transition(x, f"pool{stage}")
-    x = layers.BatchNormalization(axis=_common.bn_axis(), epsilon=BN_EPS, name="bn")(x)
-    x = layers.Activation("relu", name="relu")(x)
+    def body(img_input):
+        x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)))(img_input)
+        x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1_conv")(x)
+        x = _bn_relu(x, "conv1")
+        x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)))(x)
+        x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+        for stage, blocks in enumerate(index.get(model_name).stages, start=2):
+            for i in range(1, blocks + 1):
+                x = _conv_block(x, f"conv{stage}_block{i}")
+            if stage < 5:
+                x = _transition(x, f"pool{stage}")
+        x = layers.BatchNormalization(axis=_common.bn_axis(), epsilon=BN_EPS, name="bn")(x)
+        return layers.Activation("relu", name="relu")(x)
 
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        _common.validate_activation(classifier_activation, weights)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = _common.pooling_head(x, pooling)
-    model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, canonical, weights, include_top, legacy_names=keras2_layer_name)
+    return _factory.build(model_name, body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                          input_shape=input_shape, pooling=pooling, classes=classes,
+                          classifier_activation=classifier_activation, name=name, default_size=224, min_size=32,
+                          weights_errors=WEIGHTS_ERRORS, legacy_names=keras2_layer_name)
 
 
 def keras2_layer_name(name: str) -> str:
@@ -93,21 +89,18 @@ _DOC = """Instantiates the DenseNet{depth} architecture (keras.applications sign
     """
 
 
-@register_model("densenet121")
 def DenseNet121(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="densenet121"):
     return _densenet(121, include_top, weights, input_tensor, input_shape, pooling, classes,
                      classifier_activation, name)
 
 
-@register_model("densenet169")
 def DenseNet169(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="densenet169"):
     return _densenet(169, include_top, weights, input_tensor, input_shape, pooling, classes,
                      classifier_activation, name)
 
 
-@register_model("densenet201")
 def DenseNet201(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="densenet201"):
     return _densenet(201, include_top, weights, input_tensor, input_shape, pooling, classes,

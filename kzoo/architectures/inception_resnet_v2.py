@@ -11,8 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kzoo.architectures import _common
-from kzoo.models import register_model
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess  # noqa: F401
 
 __all__ = ["InceptionResNetV2"]
@@ -25,6 +24,14 @@ BRANCHES = {
     "block35": [[(32, 1)], [(32, 1), (32, 3)], [(32, 1), (48, 3), (64, 3)]],
     "block17": [[(192, 1)], [(128, 1), (160, (1, 7)), (192, (7, 1))]],
     "block8": [[(192, 1)], [(192, 1), (224, (1, 3)), (256, (3, 1))]],
+}
+
+# Keras' InceptionResNetV2 words these errors its own way.
+WEIGHTS_ERRORS = {
+    "weights_error": "The `weights` argument should be either `None` (random initialization), `imagenet` "
+                     "(pre-training on ImageNet), or the path to the weights file to be loaded.",
+    "classes_error": 'If using `weights="{weights}"` with `include_top=True`, `classes` should be '
+                     "{num_classes}. Received classes={classes}",
 }
 
 preprocess_input = family_preprocess("tf")
@@ -73,25 +80,8 @@ def residual_block(x, block_type, index, scale, activation="relu"):
     return x
 
 
-@register_model("inceptionresnetv2")
-def InceptionResNetV2(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
-                      classes=1000, classifier_activation="softmax", name="inception_resnet_v2"):
-    """Instantiates the Inception-ResNet v2 architecture (keras.applications signature, names, layout).
-
-    Default input 299x299, at least 75x75. Preprocessing: ``kzoo.inception_resnet_v2.preprocess_input``.
-    ``weights``: None, 'imagenet', a registry tag for ``inceptionresnetv2``, or a path to an .h5.
-    """
-    pretrained = _common.validate_weights(
-        weights, "inceptionresnetv2", include_top, classes,
-        weights_error="The `weights` argument should be either `None` (random initialization), `imagenet` "
-                      "(pre-training on ImageNet), or the path to the weights file to be loaded.",
-        classes_error='If using `weights="{weights}"` with `include_top=True`, `classes` should be '
-                      "{num_classes}. Received classes={classes}")
-    input_shape = _common.obtain_input_shape(input_shape, default_size=299, min_size=75,
-                                             require_flatten=include_top, pretrained=pretrained)
-    img_input = _common.make_input(input_tensor, input_shape)
+def _body(img_input):
     axis = _common.bn_axis()
-
     x = conv_bn(img_input, 32, 3, strides=2, padding="valid")
     x = conv_bn(x, 32, 3, padding="valid")
     x = conv_bn(x, 64, 3)
@@ -122,13 +112,18 @@ def InceptionResNetV2(include_top=True, weights="imagenet", input_tensor=None, i
                         conv_bn(_chain(x, [(256, 1), (288, 3)]), 320, 3, strides=2, padding="valid"),
                         layers.MaxPooling2D(3, strides=2, padding="valid")(x)]
             x = layers.Concatenate(axis=axis, name="mixed_7a")(branches)
-    x = conv_bn(x, 1536, 1, name="conv_7b")
+    return conv_bn(x, 1536, 1, name="conv_7b")
 
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        _common.validate_activation(classifier_activation, weights)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = _common.pooling_head(x, pooling, avg_name=None, max_name=None)
-    model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, "inceptionresnetv2", weights, include_top)
+
+def InceptionResNetV2(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                      classes=1000, classifier_activation="softmax", name="inception_resnet_v2"):
+    """Instantiates the Inception-ResNet v2 architecture (keras.applications signature, names, layout).
+
+    Default input 299x299, at least 75x75. Preprocessing: ``kzoo.inception_resnet_v2.preprocess_input``.
+    ``weights``: None, 'imagenet', a registry tag for ``inceptionresnetv2``, or a path to an .h5.
+    """
+    return _factory.build(
+        "inceptionresnetv2", _body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+        input_shape=input_shape, pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+        name=name, default_size=299, min_size=75, pool_names=(None, None),  # unnamed in Keras
+        weights_errors=WEIGHTS_ERRORS)

@@ -5,16 +5,16 @@ with factorised 7x7 convs (B), a second reduction and two 8x8 blocks with expand
 Every conv is bias-free with a scale-free BatchNorm and ReLU. Like Keras, the conv / BN / ReLU layers
 are unnamed (``conv2d_7``, ``batch_normalization_7``, ...); they are created in Keras' order so a model
 built in a fresh session carries Keras' names. The TF-slim name ``inception_v3`` is the same network
-(slim's ``InceptionV3/Mixed_*`` convs map one to one; the aux head is not built).
+(slim's ``InceptionV3/Mixed_*`` convs map one to one; the aux head is not built): a registration of
+:func:`InceptionV3` in ``kzoo.index``, so ``kzoo.create_model("inception_v3")`` builds this model with the
+weights registered under ``inception_v3`` (``weights="tione"`` by default).
 """
 
 from __future__ import annotations
 
-import keras
 from keras import layers
 
-from kzoo.architectures import _common
-from kzoo.models import register_model
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess  # noqa: F401
 
 __all__ = ["InceptionV3"]
@@ -23,6 +23,15 @@ __all__ = ["InceptionV3"]
 MIXED = (("A", 32), ("A", 64), ("A", 64), ("RA", None),
          ("B", 128), ("B", 160), ("B", 160), ("B", 192), ("RB", None),
          ("C", None), ("C", None))
+
+# Keras' InceptionV3 words these errors its own way.
+WEIGHTS_ERRORS = {
+    "weights_error": "The `weights` argument should be either `None` (random initialization), `imagenet` "
+                     "(pre-training on ImageNet), or the path to the weights file to be loaded; "
+                     "Received: weights={weights}",
+    "classes_error": 'If using `weights="{weights}"` with `include_top=True`, `classes` should be '
+                     "{num_classes}. Received classes={classes}",
+}
 
 preprocess_input = family_preprocess("tf")
 
@@ -76,41 +85,8 @@ def _block_c(x, index):
     return [b1, b3, b3dbl, _avg_pool_branch(x, 192)]
 
 
-@register_model("inceptionv3")
-def InceptionV3(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", name="inception_v3"):
-    """Instantiates the Inception v3 architecture (keras.applications signature, names, weight layout).
-
-    Default input 299x299, at least 75x75. Preprocessing: ``kzoo.inception_v3.preprocess_input`` ([-1, 1]).
-    ``weights``: None, 'imagenet', a registry tag for ``inceptionv3``, or a path to an .h5 / .weights.h5.
-    """
-    return _inception_v3("inceptionv3", include_top, weights, input_tensor, input_shape, pooling, classes,
-                         classifier_activation, name)
-
-
-@register_model("inception_v3")
-def inception_v3(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None,
-                 classes=1000, classifier_activation="softmax", name="inception_v3"):
-    """TF-slim ``inception_v3``: the same network and layer names as :func:`InceptionV3`; weights
-    resolve under the registry name ``inception_v3`` (e.g. ``weights="tione"``)."""
-    return _inception_v3("inception_v3", include_top, weights, input_tensor, input_shape, pooling, classes,
-                         classifier_activation, name)
-
-
-def _inception_v3(canonical, include_top, weights, input_tensor, input_shape, pooling, classes,
-                  classifier_activation, name):
-    pretrained = _common.validate_weights(
-        weights, canonical, include_top, classes,
-        weights_error="The `weights` argument should be either `None` (random initialization), `imagenet` "
-                      "(pre-training on ImageNet), or the path to the weights file to be loaded; "
-                      "Received: weights={weights}",
-        classes_error='If using `weights="{weights}"` with `include_top=True`, `classes` should be '
-                      "{num_classes}. Received classes={classes}")
-    input_shape = _common.obtain_input_shape(input_shape, default_size=299, min_size=75,
-                                             require_flatten=include_top, pretrained=pretrained)
-    img_input = _common.make_input(input_tensor, input_shape)
+def _body(img_input):
     axis = _common.bn_axis()
-
     x = conv_bn(img_input, 32, 3, 3, strides=(2, 2), padding="valid")
     x = conv_bn(x, 32, 3, 3, padding="valid")
     x = conv_bn(x, 64, 3, 3)
@@ -133,12 +109,18 @@ def _inception_v3(canonical, include_top, weights, input_tensor, input_shape, po
             branches = _block_c(x, c_index)
             c_index += 1
         x = layers.concatenate(branches, axis=axis, name=f"mixed{i}")
+    return x
 
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        _common.validate_activation(classifier_activation, weights)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = _common.pooling_head(x, pooling, avg_name=None, max_name=None)
-    model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, canonical, weights, include_top)
+
+def InceptionV3(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                classes=1000, classifier_activation="softmax", name="inception_v3"):
+    """Instantiates the Inception v3 architecture (keras.applications signature, names, weight layout).
+
+    Default input 299x299, at least 75x75. Preprocessing: ``kzoo.inception_v3.preprocess_input`` ([-1, 1]).
+    ``weights``: None, 'imagenet', a registry tag for ``inceptionv3``, or a path to an .h5 / .weights.h5.
+    """
+    return _factory.build(
+        "inceptionv3", _body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+        input_shape=input_shape, pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+        name=name, default_size=299, min_size=75, pool_names=(None, None),  # unnamed in Keras
+        weights_errors=WEIGHTS_ERRORS)

@@ -16,8 +16,7 @@ import warnings
 import keras
 from keras import layers
 
-from kzoo.architectures import _common
-from kzoo.models import register_model
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess  # noqa: F401
 
 __all__ = ["MobileNet"]
@@ -50,7 +49,6 @@ def _spatial(shape):
     return (shape[1], shape[2]) if keras.config.image_data_format() == "channels_first" else (shape[0], shape[1])
 
 
-@register_model("mobilenet")
 def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
               weights="imagenet", input_tensor=None, pooling=None, classes=1000,
               classifier_activation="softmax", name=None):
@@ -59,7 +57,8 @@ def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, inc
     Preprocessing: ``kzoo.mobilenet.preprocess_input`` ([-1, 1]). ``weights``: None, 'imagenet', a registry
     tag for ``mobilenet``, or a path to an .h5 / .weights.h5. Default model name: ``mobilenet_{alpha}_{rows}``.
     """
-    pretrained = _common.validate_weights(
+    # Keras' own order: weights, input shape, then its alpha / rows rules, then the layers.
+    request = _factory.Weights(
         weights, "mobilenet", include_top, classes,
         weights_error="The `weights` argument should be either `None` (random initialization), 'imagenet' "
                       "(pre-training on ImageNet), or the path to the weights file to be loaded. "
@@ -70,9 +69,9 @@ def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, inc
         if rows == cols and rows in WEIGHT_ROWS:
             default_size = rows
     input_shape = _common.obtain_input_shape(input_shape, default_size=default_size, min_size=32,
-                                             require_flatten=include_top, pretrained=pretrained)
+                                             require_flatten=include_top, pretrained=request.pretrained)
     rows, cols = _spatial(input_shape)
-    if pretrained:
+    if request.pretrained:
         if depth_multiplier != 1:
             raise ValueError("If imagenet weights are being loaded, depth multiplier must be 1.  "
                              f"Received depth_multiplier={depth_multiplier}")
@@ -107,4 +106,4 @@ def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, inc
     model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
     # Keras' file choice: 1.0 / 0.75 / 0.5, anything else (only 0.25 passes validation) -> 0.25.
     variant_alpha = float(alpha) if alpha in (1.0, 0.75, 0.5) else 0.25
-    return _common.load_model_weights(model, "mobilenet", weights, include_top, alpha=variant_alpha, rows=rows)
+    return request.load(model, alpha=variant_alpha, rows=rows)

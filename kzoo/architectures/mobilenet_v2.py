@@ -4,9 +4,10 @@ A table of inverted residual blocks (expansion, output filters, stride); ``alpha
 (rounded to multiples of 8). Pretrained weights exist per (alpha, input rows); the variant is chosen as
 Keras chooses the file: rows 96 / 128 / 160 / 192 / 224 for square inputs, else 224 with a warning.
 
-The TF-slim names ``mobilenet_v2`` (alpha 1.0) and ``mobilenet_v2_140`` (alpha 1.4) are the same network
-(slim's ``MobilenetV2/expanded_conv_*`` map one to one), registered under their own names so that the
-registry's TF-slim weights resolve for them.
+The TF-slim names ``mobilenet_v2`` (depth multiplier 1.0) and ``mobilenet_v2_140`` (1.4) are the same
+network (slim's ``MobilenetV2/expanded_conv_*`` map one to one): registrations of :func:`MobileNetV2` in
+``kzoo.index`` with ``alpha=1.0`` / ``alpha=1.4``, so ``kzoo.create_model("mobilenet_v2_140")`` builds this
+model with the TF-slim weights registered under that name (``weights="tione"`` by default).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import warnings
 import keras
 from keras import layers
 
-from kzoo.architectures import _common
-from kzoo.models import register_model
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess  # noqa: F401
 
 __all__ = ["MobileNetV2"]
@@ -104,10 +104,16 @@ def _check_tensor_against_shape(input_tensor, input_shape):
                          f"`input_tensor.shape={input_tensor.shape}`, `input_shape={input_shape}`")
 
 
-def _mobilenet_v2(canonical, input_shape, alpha, include_top, weights, input_tensor, pooling, classes,
-                  classifier_activation, name):
-    pretrained = _common.validate_weights(
-        weights, canonical, include_top, classes,
+def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet", input_tensor=None,
+                pooling=None, classes=1000, classifier_activation="softmax", name=None):
+    """Instantiates the MobileNetV2 architecture (keras.applications signature, names, weight layout).
+
+    Preprocessing: ``kzoo.mobilenet_v2.preprocess_input`` ([-1, 1]). ``weights``: None, 'imagenet', a
+    registry tag for ``mobilenetv2``, or a path to an .h5 / .weights.h5. Default name ``mobilenetv2_{alpha}_{rows}``.
+    """
+    # Keras' own order: weights, the tensor/shape check, its default size, then its alpha / rows rules.
+    request = _factory.Weights(
+        weights, "mobilenetv2", include_top, classes,
         weights_error="The `weights` argument should be either `None` (random initialization), `imagenet` "
                       "(pre-training on ImageNet), or the path to the weights file to be loaded.  "
                       "Received `weights={weights}`",
@@ -116,16 +122,17 @@ def _mobilenet_v2(canonical, input_shape, alpha, include_top, weights, input_ten
     if input_shape is not None and input_tensor is not None:
         _check_tensor_against_shape(input_tensor, input_shape)
     input_shape = _common.obtain_input_shape(input_shape, default_size=_default_size(input_shape, input_tensor),
-                                             min_size=32, require_flatten=include_top, pretrained=pretrained)
+                                             min_size=32, require_flatten=include_top,
+                                             pretrained=request.pretrained)
     rows, cols = _rows_cols(input_shape)
-    if pretrained:
+    if request.pretrained:
         if alpha not in WEIGHT_ALPHAS:
             raise ValueError("If imagenet weights are being loaded, alpha must be one of `0.35`, `0.50`, `0.75`, "
                              f"`1.0`, `1.3` or `1.4` only; Received `alpha={alpha}`")
         if rows != cols or rows not in WEIGHT_ROWS:
             rows = 224
             warnings.warn("`input_shape` is undefined or non-square, or `rows` is not in [96, 128, 160, 192, "
-                          "224]. Weights for input shape (224, 224) will be loaded as the default.", stacklevel=3)
+                          "224]. Weights for input shape (224, 224) will be loaded as the default.", stacklevel=2)
     img_input = _common.make_input(input_tensor, input_shape)
     axis = _common.bn_axis()
 
@@ -150,34 +157,4 @@ def _mobilenet_v2(canonical, input_shape, alpha, include_top, weights, input_ten
     if name is None:
         name = f"mobilenetv2_{alpha:0.2f}_{rows}"
     model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, canonical, weights, include_top, alpha=float(alpha), rows=rows)
-
-
-@register_model("mobilenetv2")
-def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet", input_tensor=None,
-                pooling=None, classes=1000, classifier_activation="softmax", name=None):
-    """Instantiates the MobileNetV2 architecture (keras.applications signature, names, weight layout).
-
-    Preprocessing: ``kzoo.mobilenet_v2.preprocess_input`` ([-1, 1]). ``weights``: None, 'imagenet', a
-    registry tag for ``mobilenetv2``, or a path to an .h5 / .weights.h5. Default name ``mobilenetv2_{alpha}_{rows}``.
-    """
-    return _mobilenet_v2("mobilenetv2", input_shape, alpha, include_top, weights, input_tensor, pooling, classes,
-                         classifier_activation, name)
-
-
-@register_model("mobilenet_v2")
-def mobilenet_v2(input_shape=None, include_top=True, weights="tione", input_tensor=None, pooling=None,
-                 classes=1000, classifier_activation="softmax", name=None):
-    """TF-slim ``mobilenet_v2`` (depth multiplier 1.0): :func:`MobileNetV2` with ``alpha=1.0``; weights
-    resolve under the registry name ``mobilenet_v2`` (e.g. ``weights="tione"``)."""
-    return _mobilenet_v2("mobilenet_v2", input_shape, 1.0, include_top, weights, input_tensor, pooling, classes,
-                         classifier_activation, name)
-
-
-@register_model("mobilenet_v2_140")
-def mobilenet_v2_140(input_shape=None, include_top=True, weights="tione", input_tensor=None, pooling=None,
-                     classes=1000, classifier_activation="softmax", name=None):
-    """TF-slim ``mobilenet_v2_140`` (depth multiplier 1.4): :func:`MobileNetV2` with ``alpha=1.4``;
-    weights resolve under the registry name ``mobilenet_v2_140``."""
-    return _mobilenet_v2("mobilenet_v2_140", input_shape, 1.4, include_top, weights, input_tensor, pooling,
-                         classes, classifier_activation, name)
+    return request.load(model, alpha=float(alpha), rows=rows)

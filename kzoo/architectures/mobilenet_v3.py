@@ -14,9 +14,8 @@ import warnings
 import keras
 from keras import layers
 
-from kzoo.architectures import _common
+from kzoo.architectures import _common, _factory
 from kzoo.architectures.mobilenet_v2 import make_divisible
-from kzoo.models import register_model
 from kzoo.preprocessing import decode_predictions  # noqa: F401
 from kzoo.preprocessing import passthrough_preprocess_input as preprocess_input  # noqa: F401
 
@@ -117,9 +116,9 @@ def _input_shape(input_shape, input_tensor):
 
 def _mobilenet_v3(model_type, input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
                   pooling, dropout_rate, classifier_activation, include_preprocessing, name):
-    canonical = f"mobilenetv3{model_type}"
-    pretrained = _common.validate_weights(
-        weights, canonical, include_top, classes,
+    # Keras' own order: weights, its input-shape rules (no obtain_input_shape), alpha, then the layers.
+    request = _factory.Weights(
+        weights, f"mobilenetv3{model_type}", include_top, classes,
         weights_error="The `weights` argument should be either `None` (random initialization), `imagenet` "
                       "(pre-training on ImageNet), or the path to the weights file to be loaded.  "
                       "Received weights={weights}",
@@ -132,7 +131,7 @@ def _mobilenet_v3(model_type, input_shape, alpha, minimalistic, include_top, wei
         rows, cols = input_shape[1], input_shape[2]
     if rows and cols and (rows < 32 or cols < 32):
         raise ValueError(f"Input size must be at least 32x32; Received `input_shape={input_shape}`")
-    if pretrained:
+    if request.pretrained:
         if (not minimalistic and alpha not in [0.75, 1.0]) or (minimalistic and alpha != 1.0):
             raise ValueError("If imagenet weights are being loaded, alpha can be one of `0.75`, `1.0` for non "
                              "minimalistic or `1.0` for minimalistic only.")
@@ -174,11 +173,9 @@ def _mobilenet_v3(model_type, input_shape, alpha, minimalistic, include_top, wei
     else:
         x = _common.pooling_head(x, pooling)
     model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, canonical, weights, include_top, legacy_names=keras2_layer_name,
-                                      alpha=float(alpha), minimalistic=bool(minimalistic))
+    return request.load(model, legacy_names=keras2_layer_name, alpha=float(alpha), minimalistic=bool(minimalistic))
 
 
-@register_model("mobilenetv3small")
 def MobileNetV3Small(input_shape=None, alpha=1.0, minimalistic=False, include_top=True, weights="imagenet",
                      input_tensor=None, classes=1000, pooling=None, dropout_rate=0.2,
                      classifier_activation="softmax", include_preprocessing=True, name="MobileNetV3Small"):
@@ -191,7 +188,6 @@ def MobileNetV3Small(input_shape=None, alpha=1.0, minimalistic=False, include_to
                          pooling, dropout_rate, classifier_activation, include_preprocessing, name)
 
 
-@register_model("mobilenetv3large")
 def MobileNetV3Large(input_shape=None, alpha=1.0, minimalistic=False, include_top=True, weights="imagenet",
                      input_tensor=None, classes=1000, pooling=None, dropout_rate=0.2,
                      classifier_activation="softmax", include_preprocessing=True, name="MobileNetV3Large"):

@@ -9,11 +9,9 @@ session has the same names as Keras'.
 
 from __future__ import annotations
 
-import keras
 from keras import layers
 
-from kzoo.architectures import _common
-from kzoo.models import register_model
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess  # noqa: F401
 
 __all__ = ["Xception"]
@@ -22,6 +20,9 @@ __all__ = ["Xception"]
 ENTRY_BLOCKS = ((2, 128, 128), (3, 256, 256), (4, 728, 728))
 EXIT_BLOCK = (13, 728, 1024)
 MIDDLE_BLOCKS = range(5, 13)
+# Keras' Xception words this error without the received value.
+WEIGHTS_ERROR = ("The `weights` argument should be either `None` (random initialization), 'imagenet' "
+                 "(pre-training on ImageNet), or the path to the weights file to be loaded.")
 
 preprocess_input = family_preprocess("tf")
 
@@ -57,22 +58,7 @@ def _middle_block(x, block):
     return layers.add([x, residual])
 
 
-@register_model("xception")
-def Xception(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
-             classes=1000, classifier_activation="softmax", name="xception"):
-    """Instantiates the Xception architecture (keras.applications signature, layer names, weight layout).
-
-    Default input 299x299, at least 71x71. Preprocessing: ``kzoo.xception.preprocess_input`` ([-1, 1]).
-    ``weights``: None, 'imagenet', a registry tag for ``xception``, or a path to an .h5 / .weights.h5.
-    """
-    pretrained = _common.validate_weights(
-        weights, "xception", include_top, classes,
-        weights_error="The `weights` argument should be either `None` (random initialization), 'imagenet' "
-                      "(pre-training on ImageNet), or the path to the weights file to be loaded.")
-    input_shape = _common.obtain_input_shape(input_shape, default_size=299, min_size=71,
-                                             require_flatten=include_top, pretrained=pretrained)
-    img_input = _common.make_input(input_tensor, input_shape)
-
+def _body(img_input):
     x = layers.Conv2D(32, (3, 3), strides=(2, 2), use_bias=False, name="block1_conv1")(img_input)
     x = layers.Activation("relu", name="block1_conv1_act")(_bn(x, "block1_conv1_bn"))
     x = layers.Conv2D(64, (3, 3), use_bias=False, name="block1_conv2")(x)
@@ -86,12 +72,18 @@ def Xception(include_top=True, weights="imagenet", input_tensor=None, input_shap
     for i, width in ((1, 1536), (2, 2048)):
         x = _sepconv_bn(x, width, f"block14_sepconv{i}")
         x = layers.Activation("relu", name=f"block14_sepconv{i}_act")(x)
+    return x
 
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        _common.validate_activation(classifier_activation, weights)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = _common.pooling_head(x, pooling, avg_name=None, max_name=None)
-    model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return _common.load_model_weights(model, "xception", weights, include_top)
+
+def Xception(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name="xception"):
+    """Instantiates the Xception architecture (keras.applications signature, layer names, weight layout).
+
+    Default input 299x299, at least 71x71. Preprocessing: ``kzoo.xception.preprocess_input`` ([-1, 1]).
+    ``weights``: None, 'imagenet', a registry tag for ``xception``, or a path to an .h5 / .weights.h5.
+    """
+    return _factory.build(
+        "xception", _body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+        input_shape=input_shape, pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+        name=name, default_size=299, min_size=71, pool_names=(None, None),  # unnamed in Keras
+        weights_errors={"weights_error": WEIGHTS_ERROR})
