@@ -1,10 +1,12 @@
 """ConvNeXt Tiny / Small / Base / Large / XLarge (Liu et al., 2022), weight-compatible with
 ``keras.applications.convnext``.
 
-A variant is a row of ``VARIANTS`` (blocks per stage, channels per stage). Layer names, weighted-layer
-order and weight shapes are keras.applications': the stem and each downsampling step are small nested
-``Sequential`` models (``<name>_stem``, ``<name>_downsampling_block_<i>``), as in Keras, because the
-released h5 files store their weights under those nested groups.
+A variant is its blocks per stage (the index rows' ``stages``, :mod:`kzoo.index`) and its channels per
+stage (``WIDTHS``). Layer names, weighted-layer order and weight shapes are keras.applications': the stem
+and each downsampling step are small nested ``Sequential`` models (``<name>_stem``,
+``<name>_downsampling_block_<i>``), as in Keras, because the released h5 files store their weights under
+those nested groups. With ``include_preprocessing=True`` (default) the builders take pixels in [0, 255];
+``weights`` is None, 'imagenet', another registry tag for the model, or a .h5 / .weights.h5 path.
 
 Two layers are kzoo's own (Keras' are private classes), registered for serialization as ``kzoo>...``:
 - ``LayerScale``: multiplies by a learned per-channel vector, the weight named ``gamma`` as in the
@@ -27,26 +29,19 @@ import numpy as np
 from keras import layers, ops
 from keras.models import Model, Sequential
 
-from kzoo.architectures._common import (
-    load_model_weights,
-    make_input,
-    model_inputs,
-    obtain_input_shape,
-    validate_activation,
-    validate_weights,
-)
-from kzoo.models import register_model
+from kzoo import index
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
 __all__ = ["ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge"]
 
-# variant: (blocks per stage, channels per stage); every variant's default input is 224.
-VARIANTS = {
-    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
-    "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
-    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
-    "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
-    "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
+# variant: channels per stage (its blocks per stage are the index row's ``stages``); every default input is 224.
+WIDTHS = {
+    "tiny": (96, 192, 384, 768),
+    "small": (96, 192, 384, 768),
+    "base": (128, 256, 512, 1024),
+    "large": (192, 384, 768, 1536),
+    "xlarge": (256, 512, 1024, 2048),
 }
 DEFAULT_SIZE = 224
 LAYER_NORM_EPS = 1e-6
@@ -142,19 +137,21 @@ def downsampling_layers(name, dims):
 
 def build_convnext(variant, *, include_top, include_preprocessing, weights, input_tensor, input_shape, pooling,
                    classes, classifier_activation, name, drop_path_rate=0.0, layer_scale_init_value=1e-6):
+    # Not _factory.build: Keras checks the data format first, puts the preprocessing layer (which depends
+    # on the resolved input shape) before the stem, and checks the model name after building.
     if keras.config.image_data_format() == "channels_first":
         raise ValueError(
             "ConvNeXt does not support the `channels_first` image data "
             "format. Switch to `channels_last` by editing your local "
             "config file at ~/.keras/keras.json"
         )
-    depths, dims = VARIANTS[variant]
     model_name = f"convnext{variant}"
+    depths, dims = index.get(model_name).stages, WIDTHS[variant]
     weights_name = f"convnext_{variant}"
-    pretrained = validate_weights(weights, model_name, include_top, classes,
-                                  weights_error=WEIGHTS_ERROR, classes_error=CLASSES_ERROR)
-    input_shape = obtain_input_shape(input_shape, DEFAULT_SIZE, 32, include_top, pretrained)
-    img_input = make_input(input_tensor, input_shape)
+    request = _factory.Weights(weights, model_name, include_top, classes, weights_error=WEIGHTS_ERROR,
+                               classes_error=CLASSES_ERROR)
+    input_shape = _common.obtain_input_shape(input_shape, DEFAULT_SIZE, 32, include_top, request.pretrained)
+    img_input = _common.make_input(input_tensor, input_shape)
 
     x = img_input
     if include_preprocessing and input_shape[-1] == 3:
@@ -171,53 +168,69 @@ def build_convnext(variant, *, include_top, include_preprocessing, weights, inpu
         first += depth
 
     if include_top:
-        validate_activation(classifier_activation, weights)
+        _common.validate_activation(classifier_activation, weights)
         x = layers.GlobalAveragePooling2D(name=f"{name}_head_gap")(x)
         x = layers.LayerNormalization(epsilon=LAYER_NORM_EPS, name=f"{name}_head_layernorm")(x)
         x = layers.Dense(classes, activation=classifier_activation, name=f"{name}_head_dense")(x)
     else:
-        if pooling == "avg":
-            x = layers.GlobalAveragePooling2D(name="global_average_pooling2d")(x)
-        elif pooling == "max":
-            x = layers.GlobalMaxPooling2D(name="global_max_pooling2d")(x)
+        x = _common.pooling_head(x, pooling, "global_average_pooling2d", "global_max_pooling2d")
         x = layers.LayerNormalization(epsilon=LAYER_NORM_EPS, name="layer_normalization")(x)
 
-    inputs = model_inputs(input_tensor, img_input)
+    inputs = _common.model_inputs(input_tensor, img_input)
     if isinstance(inputs, (list, tuple)):
         inputs = inputs[0]
     model = Model(inputs=inputs, outputs=x, name=name)
 
-    if pretrained and weights_name not in name:  # Keras' guard against a name that picks another file
+    if request.pretrained and weights_name not in name:  # Keras' guard against a name that picks another file
         raise ValueError(
             f'Model name "{name}" does not match weights variant '
             f'"{weights_name}". When using imagenet weights, model name '
             f'must contain the weights variant (e.g., "convnext_'
             f'{variant}").'
         )
-    return load_model_weights(model, model_name, weights, include_top)
+    return request.load(model)
 
 
-def _make_builder(variant):
-    def builder(include_top=True, include_preprocessing=True, weights="imagenet", input_tensor=None,
-                input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
-                name=f"convnext_{variant}"):
-        return build_convnext(variant, include_top=include_top, include_preprocessing=include_preprocessing,
-                              weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                              classes=classes, classifier_activation=classifier_activation, name=name)
-
-    public = {"xlarge": "ConvNeXtXLarge"}.get(variant, f"ConvNeXt{variant.capitalize()}")
-    builder.__name__ = builder.__qualname__ = public
-    builder.__module__ = __name__
-    builder.__doc__ = (
-        f"Instantiates the {public} architecture (keras.applications-compatible).\n\n"
-        "Default input 224x224; with ``include_preprocessing=True`` (default) inputs are pixels in [0, 255]. "
-        "``weights``: None, 'imagenet', another registry tag, or a .h5 / .weights.h5 path."
-    )
-    return register_model(f"convnext{variant}", aliases=(f"convnext_{variant}",))(builder)
+def ConvNeXtTiny(include_top=True, include_preprocessing=True, weights="imagenet", input_tensor=None,
+                 input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
+                 name="convnext_tiny"):
+    """Instantiates ConvNeXt Tiny, as keras.applications.ConvNeXtTiny (see the module docstring)."""
+    return build_convnext("tiny", include_top=include_top, include_preprocessing=include_preprocessing,
+                          weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name)
 
 
-ConvNeXtTiny = _make_builder("tiny")
-ConvNeXtSmall = _make_builder("small")
-ConvNeXtBase = _make_builder("base")
-ConvNeXtLarge = _make_builder("large")
-ConvNeXtXLarge = _make_builder("xlarge")
+def ConvNeXtSmall(include_top=True, include_preprocessing=True, weights="imagenet", input_tensor=None,
+                  input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
+                  name="convnext_small"):
+    """Instantiates ConvNeXt Small, as keras.applications.ConvNeXtSmall (see the module docstring)."""
+    return build_convnext("small", include_top=include_top, include_preprocessing=include_preprocessing,
+                          weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name)
+
+
+def ConvNeXtBase(include_top=True, include_preprocessing=True, weights="imagenet", input_tensor=None,
+                 input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
+                 name="convnext_base"):
+    """Instantiates ConvNeXt Base, as keras.applications.ConvNeXtBase (see the module docstring)."""
+    return build_convnext("base", include_top=include_top, include_preprocessing=include_preprocessing,
+                          weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name)
+
+
+def ConvNeXtLarge(include_top=True, include_preprocessing=True, weights="imagenet", input_tensor=None,
+                  input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
+                  name="convnext_large"):
+    """Instantiates ConvNeXt Large, as keras.applications.ConvNeXtLarge (see the module docstring)."""
+    return build_convnext("large", include_top=include_top, include_preprocessing=include_preprocessing,
+                          weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name)
+
+
+def ConvNeXtXLarge(include_top=True, include_preprocessing=True, weights="imagenet", input_tensor=None,
+                   input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
+                   name="convnext_xlarge"):
+    """Instantiates ConvNeXt XLarge, as keras.applications.ConvNeXtXLarge (see the module docstring)."""
+    return build_convnext("xlarge", include_top=include_top, include_preprocessing=include_preprocessing,
+                          weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name)

@@ -3,6 +3,8 @@
 The eight variants are rows of ``VARIANTS`` (width / depth coefficient, default input size, dropout)
 applied to one stage table, ``BLOCKS``. Layer names, weighted-layer order and weight shapes are those of
 keras.applications, so the released ``efficientnetb*.h5`` files load by name (kzoo) and by order (Keras).
+The builders take pixels in [0, 255] (the scaling is part of the model); ``weights`` is None, 'imagenet',
+another registry tag for the model, or a .h5 / .weights.h5 path.
 
 The input Normalization quirk
 -----------------------------
@@ -37,21 +39,10 @@ from __future__ import annotations
 
 import math
 
+import keras
 from keras import layers
-from keras.models import Model
 
-from kzoo.architectures._common import (
-    bn_axis,
-    correct_pad,
-    load_model_weights,
-    make_input,
-    model_inputs,
-    obtain_input_shape,
-    pooling_head,
-    validate_activation,
-    validate_weights,
-)
-from kzoo.models import register_model
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
 __all__ = [f"EfficientNetB{i}" for i in range(8)]
@@ -116,7 +107,7 @@ def round_repeats(repeats, depth):
 
 def mbconv_block(x, *, filters_in, filters_out, kernel, strides, expand_ratio, se_ratio, drop_rate, prefix):
     """Inverted residual: expand 1x1, depthwise, squeeze-excite, project 1x1, shortcut."""
-    axis = bn_axis()
+    axis = _common.bn_axis()
     inputs = x
     filters = filters_in * expand_ratio
     if expand_ratio != 1:
@@ -125,7 +116,7 @@ def mbconv_block(x, *, filters_in, filters_out, kernel, strides, expand_ratio, s
         x = layers.BatchNormalization(axis=axis, name=f"{prefix}expand_bn")(x)
         x = layers.Activation(ACTIVATION, name=f"{prefix}expand_activation")(x)
     if strides == 2:
-        x = layers.ZeroPadding2D(correct_pad(x, kernel), name=f"{prefix}dwconv_pad")(x)
+        x = layers.ZeroPadding2D(_common.correct_pad(x, kernel), name=f"{prefix}dwconv_pad")(x)
     x = layers.DepthwiseConv2D(kernel, strides=strides, padding="valid" if strides == 2 else "same",
                                use_bias=False, depthwise_initializer=CONV_INIT, name=f"{prefix}dwconv")(x)
     x = layers.BatchNormalization(axis=axis, name=f"{prefix}bn")(x)
@@ -143,7 +134,7 @@ def mbconv_block(x, *, filters_in, filters_out, kernel, strides, expand_ratio, s
 
 
 def squeeze_excite(x, filters, filters_se, prefix):
-    se_shape = (filters, 1, 1) if bn_axis() == 1 else (1, 1, filters)
+    se_shape = (filters, 1, 1) if _common.bn_axis() == 1 else (1, 1, filters)
     se = layers.GlobalAveragePooling2D(name=f"{prefix}se_squeeze")(x)
     se = layers.Reshape(se_shape, name=f"{prefix}se_reshape")(se)
     se = layers.Conv2D(filters_se, 1, padding="same", activation=ACTIVATION, kernel_initializer=CONV_INIT,
@@ -153,82 +144,125 @@ def squeeze_excite(x, filters, filters_se, prefix):
     return layers.multiply([x, se], name=f"{prefix}se_excite")
 
 
-def build_efficientnet(variant, *, include_top, weights, input_tensor, input_shape, pooling, classes,
-                       classifier_activation, name):
-    width, depth, default_size, dropout = VARIANTS[variant]
-    model_name = f"efficientnet{variant}"
-    pretrained = validate_weights(weights, model_name, include_top, classes,
-                                  weights_error=WEIGHTS_ERROR, classes_error=CLASSES_ERROR)
-    input_shape = obtain_input_shape(input_shape, default_size, 32, include_top, pretrained)
-    img_input = make_input(input_tensor, input_shape)
-    axis = bn_axis()
+def build(model_name, body, *, default_size, dropout, include_top, weights, input_tensor, input_shape, pooling,
+          classes, classifier_activation, name, weights_error, classes_error):
+    """keras.applications' EfficientNet (and EfficientNetV2) builder around ``body``.
 
-    x = layers.Rescaling(1.0 / 255.0, name="rescaling")(img_input)
-    x = layers.Normalization(axis=axis, name="normalization")(x)
-    if pretrained:  # the released files' variance is the std: divide by the other sqrt(std) (see above)
-        x = layers.Rescaling([1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB], name="rescaling_1")(x)
-    x = layers.ZeroPadding2D(correct_pad(x, 3), name="stem_conv_pad")(x)
-    x = layers.Conv2D(round_filters(32, width), 3, strides=2, padding="valid", use_bias=False,
-                      kernel_initializer=CONV_INIT, name="stem_conv")(x)
-    x = layers.BatchNormalization(axis=axis, name="stem_bn")(x)
-    x = layers.Activation(ACTIVATION, name="stem_activation")(x)
-
-    total_blocks = float(sum(round_repeats(row[1], depth) for row in BLOCKS))
-    block_index = 0
-    for stage, (kernel, repeats, f_in, f_out, expand, strides, se_ratio) in enumerate(BLOCKS):
-        f_in, f_out = round_filters(f_in, width), round_filters(f_out, width)
-        for j in range(round_repeats(repeats, depth)):
-            x = mbconv_block(
-                x, filters_in=f_in if j == 0 else f_out, filters_out=f_out, kernel=kernel,
-                strides=strides if j == 0 else 1, expand_ratio=expand, se_ratio=se_ratio,
-                drop_rate=DROP_CONNECT_RATE * block_index / total_blocks,
-                prefix=f"block{stage + 1}{chr(ord('a') + j)}_")
-            block_index += 1
-
-    x = layers.Conv2D(round_filters(1280, width), 1, padding="same", use_bias=False,
-                      kernel_initializer=CONV_INIT, name="top_conv")(x)
-    x = layers.BatchNormalization(axis=axis, name="top_bn")(x)
-    x = layers.Activation(ACTIVATION, name="top_activation")(x)
+    ``_factory.build`` with two differences, both Keras': ``body(img_input, input_shape, pretrained)`` also
+    sees the resolved input shape and whether the weights are pretrained (the stem's preprocessing layers
+    depend on them), and the head has the ``top_dropout`` layer, with the activation checked after it.
+    """
+    request = _factory.Weights(weights, model_name, include_top, classes, weights_error=weights_error,
+                               classes_error=classes_error)
+    input_shape = _common.obtain_input_shape(input_shape, default_size, 32, include_top, request.pretrained)
+    img_input = _common.make_input(input_tensor, input_shape)
+    x = body(img_input, input_shape, request.pretrained)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if dropout > 0:
             x = layers.Dropout(dropout, name="top_dropout")(x)
-        validate_activation(classifier_activation, weights)
+        _common.validate_activation(classifier_activation, weights)
         x = layers.Dense(classes, activation=classifier_activation, kernel_initializer=DENSE_INIT,
                          name="predictions")(x)
     else:
-        x = pooling_head(x, pooling)
-
-    model = Model(model_inputs(input_tensor, img_input), x, name=name)
-    return load_model_weights(model, model_name, weights, include_top)
-
-
-def _make_builder(variant):
-    def builder(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", name=f"efficientnet{variant}"):
-        return build_efficientnet(variant, include_top=include_top, weights=weights, input_tensor=input_tensor,
-                                  input_shape=input_shape, pooling=pooling, classes=classes,
-                                  classifier_activation=classifier_activation, name=name)
-
-    public = f"EfficientNet{variant.upper()}"
-    builder.__name__ = builder.__qualname__ = public
-    builder.__module__ = __name__
-    builder.__doc__ = (
-        f"Instantiates the {public} architecture (keras.applications-compatible).\n\n"
-        f"Default input {VARIANTS[variant][2]}x{VARIANTS[variant][2]}; inputs are pixels in [0, 255] "
-        "(preprocessing is part of the model). ``weights``: None, 'imagenet', another registry tag, or a "
-        ".h5 / .weights.h5 path. See the module docstring for the Normalization quirk."
-    )
-    digit = variant[1:]
-    return register_model(f"efficientnet{variant}", aliases=(f"efficientnet_b{digit}", f"efficientnet-b{digit}"))(
-        builder)
+        x = _common.pooling_head(x, pooling)
+    model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
+    return request.load(model)
 
 
-EfficientNetB0 = _make_builder("b0")
-EfficientNetB1 = _make_builder("b1")
-EfficientNetB2 = _make_builder("b2")
-EfficientNetB3 = _make_builder("b3")
-EfficientNetB4 = _make_builder("b4")
-EfficientNetB5 = _make_builder("b5")
-EfficientNetB6 = _make_builder("b6")
-EfficientNetB7 = _make_builder("b7")
+def _body(width, depth):
+    def body(img_input, input_shape, pretrained):
+        axis = _common.bn_axis()
+        x = layers.Rescaling(1.0 / 255.0, name="rescaling")(img_input)
+        x = layers.Normalization(axis=axis, name="normalization")(x)
+        if pretrained:  # the released files' variance is the std: divide by the other sqrt(std) (see above)
+            x = layers.Rescaling([1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB], name="rescaling_1")(x)
+        x = layers.ZeroPadding2D(_common.correct_pad(x, 3), name="stem_conv_pad")(x)
+        x = layers.Conv2D(round_filters(32, width), 3, strides=2, padding="valid", use_bias=False,
+                          kernel_initializer=CONV_INIT, name="stem_conv")(x)
+        x = layers.BatchNormalization(axis=axis, name="stem_bn")(x)
+        x = layers.Activation(ACTIVATION, name="stem_activation")(x)
+
+        total_blocks = float(sum(round_repeats(row[1], depth) for row in BLOCKS))
+        block_index = 0
+        for stage, (kernel, repeats, f_in, f_out, expand, strides, se_ratio) in enumerate(BLOCKS):
+            f_in, f_out = round_filters(f_in, width), round_filters(f_out, width)
+            for j in range(round_repeats(repeats, depth)):
+                x = mbconv_block(
+                    x, filters_in=f_in if j == 0 else f_out, filters_out=f_out, kernel=kernel,
+                    strides=strides if j == 0 else 1, expand_ratio=expand, se_ratio=se_ratio,
+                    drop_rate=DROP_CONNECT_RATE * block_index / total_blocks,
+                    prefix=f"block{stage + 1}{chr(ord('a') + j)}_")
+                block_index += 1
+
+        x = layers.Conv2D(round_filters(1280, width), 1, padding="same", use_bias=False,
+                          kernel_initializer=CONV_INIT, name="top_conv")(x)
+        x = layers.BatchNormalization(axis=axis, name="top_bn")(x)
+        return layers.Activation(ACTIVATION, name="top_activation")(x)
+
+    return body
+
+
+def _efficientnet(variant, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
+                  name):
+    width, depth, default_size, dropout = VARIANTS[variant]
+    return build(f"efficientnet{variant}", _body(width, depth), default_size=default_size, dropout=dropout,
+                 include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
+                 pooling=pooling, classes=classes, classifier_activation=classifier_activation, name=name,
+                 weights_error=WEIGHTS_ERROR, classes_error=CLASSES_ERROR)
+
+
+def EfficientNetB0(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                   classes=1000, classifier_activation="softmax", name="efficientnetb0"):
+    """Instantiates EfficientNet-B0, as keras.applications.EfficientNetB0 (see the module docstring)."""
+    return _efficientnet("b0", include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name)
+
+
+def EfficientNetB1(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                   classes=1000, classifier_activation="softmax", name="efficientnetb1"):
+    """Instantiates EfficientNet-B1, as keras.applications.EfficientNetB1 (see the module docstring)."""
+    return _efficientnet("b1", include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name)
+
+
+def EfficientNetB2(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                   classes=1000, classifier_activation="softmax", name="efficientnetb2"):
+    """Instantiates EfficientNet-B2, as keras.applications.EfficientNetB2 (see the module docstring)."""
+    return _efficientnet("b2", include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name)
+
+
+def EfficientNetB3(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                   classes=1000, classifier_activation="softmax", name="efficientnetb3"):
+    """Instantiates EfficientNet-B3, as keras.applications.EfficientNetB3 (see the module docstring)."""
+    return _efficientnet("b3", include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name)
+
+
+def EfficientNetB4(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                   classes=1000, classifier_activation="softmax", name="efficientnetb4"):
+    """Instantiates EfficientNet-B4, as keras.applications.EfficientNetB4 (see the module docstring)."""
+    return _efficientnet("b4", include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name)
+
+
+def EfficientNetB5(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                   classes=1000, classifier_activation="softmax", name="efficientnetb5"):
+    """Instantiates EfficientNet-B5, as keras.applications.EfficientNetB5 (see the module docstring)."""
+    return _efficientnet("b5", include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name)
+
+
+def EfficientNetB6(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                   classes=1000, classifier_activation="softmax", name="efficientnetb6"):
+    """Instantiates EfficientNet-B6, as keras.applications.EfficientNetB6 (see the module docstring)."""
+    return _efficientnet("b6", include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name)
+
+
+def EfficientNetB7(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                   classes=1000, classifier_activation="softmax", name="efficientnetb7"):
+    """Instantiates EfficientNet-B7, as keras.applications.EfficientNetB7 (see the module docstring)."""
+    return _efficientnet("b7", include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name)

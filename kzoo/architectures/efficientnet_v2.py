@@ -3,7 +3,8 @@
 Each variant is a row of ``VARIANTS`` (width / depth coefficient, default size, which stage table);
 the stage tables are ``STAGES``. Stages whose ``fused`` flag is set use Fused-MBConv blocks (one full
 3x3 conv instead of expand 1x1 + depthwise), the others MBConv blocks. Layer names, weighted-layer
-order and weight shapes are those of keras.applications.
+order and weight shapes are those of keras.applications. ``weights`` is None, 'imagenet', another registry
+tag for the model, or a .h5 / .weights.h5 path; the builders are put together by ``efficientnet.build``.
 
 ``include_preprocessing=True`` puts the input scaling in the model, as Keras does: the B variants use
 EfficientNet V1's ImageNet mean / std (``Rescaling(1/255)`` + a ``Normalization`` with fixed, weightless
@@ -17,20 +18,9 @@ from __future__ import annotations
 import math
 
 from keras import layers
-from keras.models import Model
 
-from kzoo.architectures._common import (
-    bn_axis,
-    load_model_weights,
-    make_input,
-    model_inputs,
-    obtain_input_shape,
-    pooling_head,
-    validate_activation,
-    validate_weights,
-)
-from kzoo.architectures.efficientnet import CONV_INIT, DENSE_INIT, squeeze_excite  # shared with v1
-from kzoo.models import register_model
+from kzoo.architectures import _common
+from kzoo.architectures.efficientnet import CONV_INIT, build, squeeze_excite  # shared with v1
 from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
 __all__ = ["EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3",
@@ -117,7 +107,7 @@ def round_repeats(repeats, depth):
 
 
 def _bn(x, name):
-    return layers.BatchNormalization(axis=bn_axis(), momentum=BN_MOMENTUM, name=name)(x)
+    return layers.BatchNormalization(axis=_common.bn_axis(), momentum=BN_MOMENTUM, name=name)(x)
 
 
 def _conv(x, filters, kernel, strides, name, activation=None):
@@ -170,87 +160,107 @@ def fused_mbconv_block(x, *, filters_in, filters_out, kernel, strides, expand_ra
     return _shortcut(x, inputs, filters_in, filters_out, strides, drop_rate, prefix)
 
 
-def build_efficientnet_v2(variant, *, include_top, weights, input_tensor, input_shape, pooling, classes,
-                          classifier_activation, include_preprocessing, name):
-    width, depth, default_size, table = VARIANTS[variant]
+def _body(width, depth, table, include_preprocessing):
     stages = STAGES[table]
-    model_name = f"efficientnetv2{variant}"
-    pretrained = validate_weights(weights, model_name, include_top, classes,
-                                  weights_error=WEIGHTS_ERROR, classes_error=CLASSES_ERROR)
-    input_shape = obtain_input_shape(input_shape, default_size, 32, include_top, pretrained)
-    img_input = make_input(input_tensor, input_shape)
-    axis = bn_axis()
 
-    x = img_input
-    if include_preprocessing:
-        channels = input_shape[0] if axis == 1 else input_shape[-1]
-        if table == "b" and channels == 3:  # V1's ImageNet statistics, fixed (no weights)
-            x = layers.Rescaling(1.0 / 255, name="rescaling")(x)
-            x = layers.Normalization(mean=list(IMAGENET_MEAN_RGB), variance=[s ** 2 for s in IMAGENET_STDDEV_RGB],
-                                     axis=1 if axis == 1 else 3, name="normalization")(x)
-        else:  # [0, 255] -> [-1, 1]
-            x = layers.Rescaling(1.0 / 128.0, offset=-1, name="rescaling")(x)
+    def body(img_input, input_shape, pretrained):
+        axis = _common.bn_axis()
+        x = img_input
+        if include_preprocessing:
+            channels = input_shape[0] if axis == 1 else input_shape[-1]
+            if table == "b" and channels == 3:  # V1's ImageNet statistics, fixed (no weights)
+                x = layers.Rescaling(1.0 / 255, name="rescaling")(x)
+                x = layers.Normalization(mean=list(IMAGENET_MEAN_RGB),
+                                         variance=[s ** 2 for s in IMAGENET_STDDEV_RGB],
+                                         axis=1 if axis == 1 else 3, name="normalization")(x)
+            else:  # [0, 255] -> [-1, 1]
+                x = layers.Rescaling(1.0 / 128.0, offset=-1, name="rescaling")(x)
 
-    x = _conv(x, round_filters(stages[0][2], width), 3, 2, "stem_conv")
-    x = _bn(x, "stem_bn")
-    x = layers.Activation(ACTIVATION, name="stem_activation")(x)
+        x = _conv(x, round_filters(stages[0][2], width), 3, 2, "stem_conv")
+        x = _bn(x, "stem_bn")
+        x = layers.Activation(ACTIVATION, name="stem_activation")(x)
 
-    # Keras spreads the drop rate over the *unscaled* number of blocks (unlike V1).
-    total_blocks = float(sum(row[1] for row in stages))
-    block_index = 0
-    for stage, (kernel, repeats, f_in, f_out, expand, se_ratio, strides, fused) in enumerate(stages):
-        f_in, f_out = round_filters(f_in, width), round_filters(f_out, width)
-        block = fused_mbconv_block if fused else mbconv_block
-        for j in range(round_repeats(repeats, depth)):
-            x = block(x, filters_in=f_in if j == 0 else f_out, filters_out=f_out, kernel=kernel,
-                      strides=strides if j == 0 else 1, expand_ratio=expand, se_ratio=se_ratio,
-                      drop_rate=DROP_CONNECT_RATE * block_index / total_blocks,
-                      prefix=f"block{stage + 1}{chr(ord('a') + j)}_")
-            block_index += 1
+        # Keras spreads the drop rate over the *unscaled* number of blocks (unlike V1).
+        total_blocks = float(sum(row[1] for row in stages))
+        block_index = 0
+        for stage, (kernel, repeats, f_in, f_out, expand, se_ratio, strides, fused) in enumerate(stages):
+            f_in, f_out = round_filters(f_in, width), round_filters(f_out, width)
+            block = fused_mbconv_block if fused else mbconv_block
+            for j in range(round_repeats(repeats, depth)):
+                x = block(x, filters_in=f_in if j == 0 else f_out, filters_out=f_out, kernel=kernel,
+                          strides=strides if j == 0 else 1, expand_ratio=expand, se_ratio=se_ratio,
+                          drop_rate=DROP_CONNECT_RATE * block_index / total_blocks,
+                          prefix=f"block{stage + 1}{chr(ord('a') + j)}_")
+                block_index += 1
 
-    x = _conv(x, round_filters(1280, width), 1, 1, "top_conv")
-    x = _bn(x, "top_bn")
-    x = layers.Activation(ACTIVATION, name="top_activation")(x)
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(DROPOUT_RATE, name="top_dropout")(x)
-        validate_activation(classifier_activation, weights)
-        x = layers.Dense(classes, activation=classifier_activation, kernel_initializer=DENSE_INIT,
-                         bias_initializer="zeros", name="predictions")(x)
-    else:
-        x = pooling_head(x, pooling)
+        x = _conv(x, round_filters(1280, width), 1, 1, "top_conv")
+        x = _bn(x, "top_bn")
+        return layers.Activation(ACTIVATION, name="top_activation")(x)
 
-    model = Model(model_inputs(input_tensor, img_input), x, name=name)
-    return load_model_weights(model, model_name, weights, include_top)
+    return body
 
 
-def _make_builder(variant):
-    keras_name = f"efficientnetv2-{variant}"
-
-    def builder(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", include_preprocessing=True, name=keras_name):
-        return build_efficientnet_v2(variant, include_top=include_top, weights=weights, input_tensor=input_tensor,
-                                     input_shape=input_shape, pooling=pooling, classes=classes,
-                                     classifier_activation=classifier_activation,
-                                     include_preprocessing=include_preprocessing, name=name)
-
-    public = f"EfficientNetV2{variant.upper()}"
-    builder.__name__ = builder.__qualname__ = public
-    builder.__module__ = __name__
-    builder.__doc__ = (
-        f"Instantiates the {public} architecture (keras.applications-compatible).\n\n"
-        f"Default input {VARIANTS[variant][2]}x{VARIANTS[variant][2]}; with ``include_preprocessing=True`` "
-        "(default) inputs are pixels in [0, 255]. ``weights``: None, 'imagenet', another registry tag, or a "
-        ".h5 / .weights.h5 path."
-    )
-    return register_model(f"efficientnetv2{variant}",
-                          aliases=(f"efficientnetv2_{variant}", keras_name, f"efficientnet_v2_{variant}"))(builder)
+def _efficientnet_v2(variant, include_top, weights, input_tensor, input_shape, pooling, classes,
+                     classifier_activation, include_preprocessing, name):
+    width, depth, default_size, table = VARIANTS[variant]
+    return build(f"efficientnetv2{variant}", _body(width, depth, table, include_preprocessing),
+                 default_size=default_size, dropout=DROPOUT_RATE, include_top=include_top, weights=weights,
+                 input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
+                 classifier_activation=classifier_activation, name=name, weights_error=WEIGHTS_ERROR,
+                 classes_error=CLASSES_ERROR)
 
 
-EfficientNetV2B0 = _make_builder("b0")
-EfficientNetV2B1 = _make_builder("b1")
-EfficientNetV2B2 = _make_builder("b2")
-EfficientNetV2B3 = _make_builder("b3")
-EfficientNetV2S = _make_builder("s")
-EfficientNetV2M = _make_builder("m")
-EfficientNetV2L = _make_builder("l")
+def EfficientNetV2B0(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                     classes=1000, classifier_activation="softmax", include_preprocessing=True,
+                     name="efficientnetv2-b0"):
+    """Instantiates EfficientNetV2-B0, as keras.applications.EfficientNetV2B0 (see the module docstring)."""
+    return _efficientnet_v2("b0", include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation, include_preprocessing, name)
+
+
+def EfficientNetV2B1(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                     classes=1000, classifier_activation="softmax", include_preprocessing=True,
+                     name="efficientnetv2-b1"):
+    """Instantiates EfficientNetV2-B1, as keras.applications.EfficientNetV2B1 (see the module docstring)."""
+    return _efficientnet_v2("b1", include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation, include_preprocessing, name)
+
+
+def EfficientNetV2B2(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                     classes=1000, classifier_activation="softmax", include_preprocessing=True,
+                     name="efficientnetv2-b2"):
+    """Instantiates EfficientNetV2-B2, as keras.applications.EfficientNetV2B2 (see the module docstring)."""
+    return _efficientnet_v2("b2", include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation, include_preprocessing, name)
+
+
+def EfficientNetV2B3(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                     classes=1000, classifier_activation="softmax", include_preprocessing=True,
+                     name="efficientnetv2-b3"):
+    """Instantiates EfficientNetV2-B3, as keras.applications.EfficientNetV2B3 (see the module docstring)."""
+    return _efficientnet_v2("b3", include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation, include_preprocessing, name)
+
+
+def EfficientNetV2S(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                    classes=1000, classifier_activation="softmax", include_preprocessing=True,
+                    name="efficientnetv2-s"):
+    """Instantiates EfficientNetV2-S, as keras.applications.EfficientNetV2S (see the module docstring)."""
+    return _efficientnet_v2("s", include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation, include_preprocessing, name)
+
+
+def EfficientNetV2M(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                    classes=1000, classifier_activation="softmax", include_preprocessing=True,
+                    name="efficientnetv2-m"):
+    """Instantiates EfficientNetV2-M, as keras.applications.EfficientNetV2M (see the module docstring)."""
+    return _efficientnet_v2("m", include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation, include_preprocessing, name)
+
+
+def EfficientNetV2L(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
+                    classes=1000, classifier_activation="softmax", include_preprocessing=True,
+                    name="efficientnetv2-l"):
+    """Instantiates EfficientNetV2-L, as keras.applications.EfficientNetV2L (see the module docstring)."""
+    return _efficientnet_v2("l", include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation, include_preprocessing, name)

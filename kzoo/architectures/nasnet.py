@@ -36,16 +36,7 @@ import keras
 from keras import layers
 from keras.models import Model
 
-from kzoo.architectures._common import (
-    correct_pad,
-    load_model_weights,
-    make_input,
-    model_inputs,
-    obtain_input_shape,
-    validate_activation,
-    validate_weights,
-)
-from kzoo.models import register_model
+from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions  # noqa: F401
 
 __all__ = ["NASNetMobile", "NASNetLarge"]
@@ -86,7 +77,7 @@ def separable_block(x, filters, kernel, block_id, strides=1):
     x = layers.Activation("relu")(x)
     padding = "same"
     if strides == 2:
-        x = layers.ZeroPadding2D(correct_pad(x, kernel), name=f"separable_conv_1_pad_{block_id}")(x)
+        x = layers.ZeroPadding2D(_common.correct_pad(x, kernel), name=f"separable_conv_1_pad_{block_id}")(x)
         padding = "valid"
     x = layers.SeparableConv2D(filters, kernel, strides=strides, padding=padding, use_bias=False,
                                name=f"separable_conv_1_{block_id}")(x)
@@ -150,7 +141,8 @@ def reduction_cell(ip, p, filters, block_id, slim_pools=False):
     if slim_pools:
         pooled, pool_padding = h, "same"
     else:
-        pooled, pool_padding = layers.ZeroPadding2D(correct_pad(h, 3), name=f"reduction_pad_1_{block_id}")(h), "valid"
+        pooled = layers.ZeroPadding2D(_common.correct_pad(h, 3), name=f"reduction_pad_1_{block_id}")(h)
+        pool_padding = "valid"
 
     x1 = layers.add([separable_block(h, filters, 5, f"reduction_left1_{block_id}", strides=2),
                      separable_block(p, filters, 7, f"reduction_right1_{block_id}", strides=2)],
@@ -172,6 +164,8 @@ def reduction_cell(ip, p, filters, block_id, slim_pools=False):
 
 def build_nasnet(variant, *, model_name, input_shape, include_top, weights, input_tensor, pooling, classes,
                  classifier_activation, name, slim_pools=False):
+    # Not _factory.build: Keras checks the data format first and a static input shape between the weights
+    # and the input-shape checks, and names none of its pooling layers.
     cfg = VARIANTS[variant]
     if keras.config.image_data_format() == "channels_first":
         raise ValueError(
@@ -179,16 +173,16 @@ def build_nasnet(variant, *, model_name, input_shape, include_top, weights, inpu
             "format. Switch to `channels_last` by editing your local "
             "config file at ~/.keras/keras.json"
         )
-    pretrained = validate_weights(weights, model_name, include_top, classes,
-                                  weights_error=WEIGHTS_ERROR, classes_error=CLASSES_ERROR)
-    if isinstance(input_shape, tuple) and None in input_shape and pretrained:
+    request = _factory.Weights(weights, model_name, include_top, classes, weights_error=WEIGHTS_ERROR,
+                               classes_error=CLASSES_ERROR)
+    if isinstance(input_shape, tuple) and None in input_shape and request.pretrained:
         raise ValueError(
             "When specifying the input shape of a NASNet and loading "
             "`ImageNet` weights, the input_shape argument must be static"
             f" (no None entries). Got: `input_shape={input_shape}`."
         )
-    input_shape = obtain_input_shape(input_shape, cfg["default_size"], 32, include_top, pretrained)
-    img_input = make_input(input_tensor, input_shape)
+    input_shape = _common.obtain_input_shape(input_shape, cfg["default_size"], 32, include_top, request.pretrained)
+    img_input = _common.make_input(input_tensor, input_shape)
 
     multiplier = cfg["filter_multiplier"]
     if cfg["penultimate_filters"] % (24 * multiplier ** 2) != 0:
@@ -217,15 +211,13 @@ def build_nasnet(variant, *, model_name, input_shape, include_top, weights, inpu
 
     if include_top:
         x = layers.GlobalAveragePooling2D()(x)
-        validate_activation(classifier_activation, weights)
+        _common.validate_activation(classifier_activation, weights)
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D()(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D()(x)
+    else:
+        x = _common.pooling_head(x, pooling, None, None)
 
-    model = Model(model_inputs(input_tensor, img_input), x, name=name)
-    return load_model_weights(model, model_name, weights, include_top)
+    model = Model(_common.model_inputs(input_tensor, img_input), x, name=name)
+    return request.load(model)
 
 
 def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
@@ -266,8 +258,5 @@ def preprocess_input(x, data_format=None):
     return preprocess(x, data_format=data_format, mode="tf")
 
 
-register_model("nasnetmobile", aliases=("nasnet-mobile",))(NASNetMobile)
-register_model("nasnetlarge", aliases=("nasnet_large", "nasnet-large"))(NASNetLarge)
-register_model("nasnet_mobile", aliases=("nasnet_a_mobile", "nasnet-a_mobile"))(nasnet_mobile)
 nasnet_mobile.preprocess_input = preprocess_input
 nasnet_mobile.decode_predictions = decode_predictions

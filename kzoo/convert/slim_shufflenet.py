@@ -5,14 +5,22 @@
 ``Stage2_unit1_second_branch_depthwise`` (+ ``_bn``); ``ShuffleNetV2/Conv1``, ``Conv5`` -> ``Conv1``,
 ``Conv5``; ``classifier/{weights [1024, 1000], biases}`` -> ``predictions``.
 
-Class order: the checkpoint was trained with labels in ILSVRC-2012 devkit order (its
-``data/integer_encoding.json``: ``n02119789`` kit fox = 0, tench = 448), Keras counts classes in
-sorted-wnid order (``kzoo/data/imagenet_class_index.json``). kzoo does not ship the devkit list (it
-comes with the checkpoint's source repository, not with a source we may redistribute): the environment
-variable ``KZOO_SHUFFLENET_LABELS`` names it, either the author's ``integer_encoding.json`` (wnid ->
-index) or a text file of the 1000 wnids in devkit order. Keras class k is then checkpoint column
-``devkit.index(keras_wnid[k])``; the classifier's columns are gathered in that order. A headless
-conversion (``include_top=False``) needs no label file.
+Class order: the checkpoint's is a fact of its registry entry, ``conversion.label_order``, which reaches
+the rule as ``ctx.conversion`` (``kzoo.convert.converted_weights_path``); converting a file without an
+entry (``kzoo convert``) reads the block of the model's registered checkpoint. ``alphabetical`` is
+Keras' order (sorted wnids, ``kzoo/data/imagenet_class_index.json``): the head is copied as is.
+``ilsvrc_devkit`` is the TI-ONE checkpoint's: it was trained with labels in ILSVRC-2012 devkit order
+(its ``data/integer_encoding.json``: ``n02119789`` kit fox = 0, tench = 448), and kzoo does not ship that
+list (it comes with the checkpoint's source repository, not with a source we may redistribute), so the
+environment variable ``KZOO_SHUFFLENET_LABELS`` must name it: the author's ``integer_encoding.json``
+(wnid -> index) or a text file of the 1000 wnids in checkpoint order. Keras class k is then checkpoint
+column ``wnids.index(keras_wnid[k])`` (``wnids``: the file's list); the classifier's columns are gathered
+in that order.
+
+``KZOO_SHUFFLENET_LABELS`` is also an override: when set, its file is taken as the checkpoint's order
+whatever ``label_order`` says (a checkpoint trained with yet another order). The converted-file cache
+is not keyed by it: after changing it, clear ``<cache>/converted``. A headless conversion
+(``include_top=False``) needs no label order.
 """
 
 from __future__ import annotations
@@ -59,31 +67,55 @@ def _permutation(path: str) -> np.ndarray:
     keras_wnids = [index[str(k)][0] for k in range(len(index))]
     if len(wnids) != len(keras_wnids) or set(wnids) != set(keras_wnids):
         raise ConversionError(
-            f"{path} (from ${LABELS_ENV}) must list the 1000 ImageNet wnids in ILSVRC-2012 devkit order, "
+            f"{path} (from ${LABELS_ENV}) must list the 1000 ImageNet wnids in the checkpoint's class order, "
             f"once each; it has {len(wnids)} entries, {len(set(wnids) & set(keras_wnids))} of them ImageNet wnids.")
     position = {wnid: i for i, wnid in enumerate(wnids)}
     return np.array([position[wnid] for wnid in keras_wnids])
 
 
-def devkit_to_keras() -> np.ndarray:
-    """``perm`` with ``keras_logits = devkit_logits[..., perm]``, from the file ``$KZOO_SHUFFLENET_LABELS`` names."""
+def label_order(ctx) -> str | None:
+    """The checkpoint's class order: ``conversion.label_order`` of its registry entry, or, for a file
+    converted without one, of the entry that ``weights=<default tag>`` converts."""
+    if "label_order" in ctx.conversion:
+        return ctx.conversion["label_order"]
+    from kzoo import index, registry
+
+    entry = registry.resolve_weights(ctx.model_name, index.get(ctx.model_name).weights_default, True)
+    return (entry.conversion or {}).get("label_order")
+
+
+def to_keras_order(order: str | None) -> np.ndarray | None:
+    """``perm`` with ``keras_logits = checkpoint_logits[..., perm]``, or None when the checkpoint's
+    ``order`` is Keras' own. ``$KZOO_SHUFFLENET_LABELS``, when set, overrides ``order``."""
     path = os.environ.get(LABELS_ENV)
-    if not path:
-        raise ConversionError(
-            "The shufflenet_v2_050 checkpoint's 1000 classes are in ILSVRC-2012 devkit order, and kzoo does not "
-            f"ship that list. Set {LABELS_ENV} to the checkpoint author's data/integer_encoding.json "
-            "(TropComplique/shufflenet-v2-tensorflow) or to a file of the 1000 wnids in devkit order, "
-            "or convert without the head (--notop).")
-    return _permutation(os.path.abspath(path))
+    if path:
+        return _permutation(os.path.abspath(path))
+    if order == "alphabetical":
+        return None
+    raise ConversionError(
+        f"The shufflenet_v2_050 checkpoint's 1000 classes are in {order or 'an unknown'} order (its registry "
+        f"entry's conversion.label_order), not Keras' alphabetical one, and kzoo does not ship that list. Set "
+        f"{LABELS_ENV} to a file of the 1000 wnids in that order (for ilsvrc_devkit: the checkpoint author's "
+        "data/integer_encoding.json, TropComplique/shufflenet-v2-tensorflow), or convert without the head (--notop).")
 
 
-def _reorder_classes(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array[..., devkit_to_keras()])
+def devkit_to_keras() -> np.ndarray:
+    """``perm`` for a checkpoint in ILSVRC-2012 devkit order, from the file ``$KZOO_SHUFFLENET_LABELS`` names."""
+    return to_keras_order("ilsvrc_devkit")
+
+
+def _reorder_classes(ctx):
+    def reorder(array: np.ndarray) -> np.ndarray:
+        # Resolved when the head is read, so a notop conversion never needs a label order.
+        perm = to_keras_order(label_order(ctx))
+        return array if perm is None else np.ascontiguousarray(array[..., perm])
+
+    return reorder
 
 
 @register_family("shufflenet_v2_050", head="classifier/biases")
 def shufflenet_v2_rules(model, ctx):
     yield from layer_rules(model, lambda name: f"ShuffleNetV2/{scope_of(name)}", bn_scope="batch_norm")
-    # Only the 1000-class ImageNet head is in devkit order; a fine-tuned head keeps its own order.
-    reorder = _reorder_classes if ctx.checkpoint_classes == 1000 else None
+    # Only the 1000-class ImageNet head has an ImageNet label order; a fine-tuned head keeps its own.
+    reorder = _reorder_classes(ctx) if ctx.checkpoint_classes == 1000 else None
     yield from dense("predictions", "classifier", transform=reorder)
