@@ -149,12 +149,14 @@ def _default_size_params():
 
 @pytest.mark.parametrize("row", list(_default_size_params()))
 def test_default_input_size_is_what_the_builder_makes(row):
-    """With its head and no input shape, a builder picks its default size: the index must say the same."""
+    """With its head and no input shape, a builder picks its default size: the index must say the same.
+    MobileNetV3 (as in Keras) leaves the size open even with its head: the registry check covers its 224."""
     import keras
 
     keras.backend.clear_session()
     model = kzoo.create_model(row.name, weights=None)
-    assert tuple(model.inputs[0].shape[1:]) == (row.input_size, row.input_size, 3)
+    size = None if row.family == "mobilenet_v3" else row.input_size
+    assert tuple(model.inputs[0].shape[1:]) == (size, size, 3)
 
 
 @pytest.mark.parametrize("name", ["resnet152", "resnet_v1_101", "vgg19", "vgg_16", "densenet169", "convnextsmall"])

@@ -1,5 +1,6 @@
-"""Plumbing every builder shares: argument validation (as keras.applications does it), the input,
-the top / pooling, and turning a ``weights=`` argument into loaded weights.
+"""Steps every builder shares, as keras.applications words and orders them: the input-shape rules, the
+input, the classifier-activation check, the top / pooling, padding. ``_factory`` strings them together
+with the weights (checked and loaded there).
 
 Messages are kept identical to keras.applications so code that matched on them keeps working.
 """
@@ -31,27 +32,6 @@ CLASSES_ERROR = (
     "`classes` should be {num_classes}.  "
     "Received classes={classes}"
 )
-
-
-def validate_weights(weights, model_name: str, include_top: bool, classes: int, num_classes: int = 1000,
-                     *, weights_error: str = WEIGHTS_ERROR, classes_error: str = CLASSES_ERROR, **variant):
-    """Keras' checks on ``weights`` and ``classes``, extended to registry tags.
-
-    Returns True when ``weights`` names pretrained weights (a tag), so the input shape rules for
-    pretrained weights apply, as Keras applies them for ``"imagenet"``.
-    Families whose Keras module words these errors differently pass their own templates
-    (``str.format`` fields: ``weights``, ``classes``, ``num_classes``).
-    """
-    if weights is None or is_weights_path(weights):
-        return False
-    if weights != IMAGENET:
-        from kzoo import registry
-
-        if not isinstance(weights, str) or not registry.has_weights(model_name, weights, include_top, **variant):
-            raise ValueError(weights_error.format(weights=weights))
-    if include_top and classes != num_classes:
-        raise ValueError(classes_error.format(weights=weights, classes=classes, num_classes=num_classes))
-    return True
 
 
 def obtain_input_shape(input_shape, default_size, min_size, require_flatten, pretrained):
@@ -157,49 +137,3 @@ def correct_pad(x, kernel_size):
 
 def bn_axis() -> int:
     return 1 if keras.config.image_data_format() == "channels_first" else -1
-
-
-def load_model_weights(model, model_name: str, weights, include_top: bool, *, legacy_names=None, **variant):
-    """Load ``weights`` into a freshly built model.
-
-    ``weights`` is None (nothing), a path (legacy ``.h5`` by layer name, or a Keras 3
-    ``.weights.h5``), or a registry tag (``"imagenet"``, ``"tione"``, ...) that the registry and
-    sources turn into a verified local file first.
-    ``legacy_names`` (optional) maps a legacy file's layer names onto the model's, for families whose
-    released files predate Keras 3's names (MobileNetV3: ``Conv/BatchNorm`` -> ``conv_bn``).
-    """
-    if weights is None:
-        return model
-    from kzoo.formats import keras_h5
-
-    if is_weights_path(weights):
-        _load_file(model, os.fspath(weights), legacy_names)
-        return model
-    from kzoo import registry, sources
-
-    entry = registry.resolve_weights(model_name, weights, include_top, **variant)
-    path = sources.fetch(entry)
-    if entry.format != "keras-h5":
-        from kzoo.convert import converted_weights_path
-
-        path = converted_weights_path(entry, path)
-    # A checkpoint that only exists with its head also serves include_top=False: the head is extra.
-    _load_file(model, os.fspath(path), legacy_names, allow_unexpected=entry.include_top and not include_top)
-    return model
-
-
-def _load_file(model, path, legacy_names=None, **kwargs):
-    from kzoo.formats import keras_h5
-
-    if legacy_names is not None and keras_h5.is_legacy_h5(path):
-        file_layers = keras_h5.read_weights(path)
-        renamed = [(legacy_names(name), weights) for name, weights in file_layers]
-        if any(new != old for (new, _), (old, _) in zip(renamed, file_layers)):
-            import tempfile
-
-            # The strict by-name loader reads a renamed copy; the original file is never modified.
-            with tempfile.TemporaryDirectory(prefix="kzoo-renamed-") as tmp:
-                copy = os.path.join(tmp, os.path.basename(path))
-                keras_h5.write_weights(copy, renamed)
-                return keras_h5.load_weights(model, copy, **kwargs)
-    return keras_h5.load_weights(model, path, **kwargs)

@@ -118,13 +118,14 @@ def dense_head(x, classes, classifier_activation):
 def build(model_name: str, body: Callable, *, include_top, weights, input_tensor, input_shape, pooling, classes,
           classifier_activation, name, default_size: int, min_size: int, head: Callable = dense_head,
           pool_names=("avg_pool", "max_pool"), weights_errors: dict | None = None, legacy_names=None,
-          validate_activation_first: bool = False):
+          validate_activation_first: bool = False, body_sees_input: bool = False):
     """A keras.applications builder around ``body(img_input) -> features`` and ``head(x, classes, act)``.
 
     ``model_name`` is the family's registry name (``create_model`` may register it under another);
     ``name`` the Keras model name. ``pool_names`` are the ``pooling=`` layers' names (None where Keras
     leaves them unnamed). ``validate_activation_first``: families whose Keras module checks the classifier
-    activation before building any layer.
+    activation before building any layer. ``body_sees_input``: the body is called as
+    ``body(img_input, input_shape, pretrained)``, for stems whose layers depend on them (EfficientNet).
     """
     request = Weights(weights, model_name, include_top, classes, **(weights_errors or {}))
     input_shape = _common.obtain_input_shape(input_shape, default_size=default_size, min_size=min_size,
@@ -132,7 +133,7 @@ def build(model_name: str, body: Callable, *, include_top, weights, input_tensor
     if include_top and validate_activation_first:
         _common.validate_activation(classifier_activation, weights)
     img_input = _common.make_input(input_tensor, input_shape)
-    x = body(img_input)
+    x = body(img_input, input_shape, request.pretrained) if body_sees_input else body(img_input)
     if include_top:
         _common.validate_activation(classifier_activation, weights)
         x = head(x, classes, classifier_activation)

@@ -1,6 +1,6 @@
 """EfficientNet B0-B7 (Tan & Le, 2019), weight-compatible with ``keras.applications.efficientnet``.
 
-The eight variants are rows of ``VARIANTS`` (width / depth coefficient, default input size, dropout)
+The eight variants are rows of ``VARIANTS`` (width / depth coefficient, dropout; the default input size is the index row's)
 applied to one stage table, ``BLOCKS``. Layer names, weighted-layer order and weight shapes are those of
 keras.applications, so the released ``efficientnetb*.h5`` files load by name (kzoo) and by order (Keras).
 The builders take pixels in [0, 255] (the scaling is part of the model); ``weights`` is None, 'imagenet',
@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import math
 
-import keras
 from keras import layers
 
+from kzoo import index
 from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
 
@@ -59,16 +59,16 @@ BLOCKS = (
     (3, 1, 192, 320, 6, 1, 0.25),
 )
 
-# variant: (width coefficient, depth coefficient, default input size, dropout before the classifier)
+# variant: (width coefficient, depth coefficient, dropout before the classifier)
 VARIANTS = {
-    "b0": (1.0, 1.0, 224, 0.2),
-    "b1": (1.0, 1.1, 240, 0.2),
-    "b2": (1.1, 1.2, 260, 0.3),
-    "b3": (1.2, 1.4, 300, 0.3),
-    "b4": (1.4, 1.8, 380, 0.4),
-    "b5": (1.6, 2.2, 456, 0.4),
-    "b6": (1.8, 2.6, 528, 0.5),
-    "b7": (2.0, 3.1, 600, 0.5),
+    "b0": (1.0, 1.0, 0.2),
+    "b1": (1.0, 1.1, 0.2),
+    "b2": (1.1, 1.2, 0.3),
+    "b3": (1.2, 1.4, 0.3),
+    "b4": (1.4, 1.8, 0.4),
+    "b5": (1.6, 2.2, 0.4),
+    "b6": (1.8, 2.6, 0.5),
+    "b7": (2.0, 3.1, 0.5),
 }
 
 DROP_CONNECT_RATE = 0.2
@@ -146,28 +146,21 @@ def squeeze_excite(x, filters, filters_se, prefix):
 
 def build(model_name, body, *, default_size, dropout, include_top, weights, input_tensor, input_shape, pooling,
           classes, classifier_activation, name, weights_error, classes_error):
-    """keras.applications' EfficientNet (and EfficientNetV2) builder around ``body``.
+    """keras.applications' EfficientNet (and EfficientNetV2) builder: the one path, with a stem that sees
+    the resolved input shape and whether the weights are pretrained, and a ``top_dropout`` head."""
 
-    ``_factory.build`` with two differences, both Keras': ``body(img_input, input_shape, pretrained)`` also
-    sees the resolved input shape and whether the weights are pretrained (the stem's preprocessing layers
-    depend on them), and the head has the ``top_dropout`` layer, with the activation checked after it.
-    """
-    request = _factory.Weights(weights, model_name, include_top, classes, weights_error=weights_error,
-                               classes_error=classes_error)
-    input_shape = _common.obtain_input_shape(input_shape, default_size, 32, include_top, request.pretrained)
-    img_input = _common.make_input(input_tensor, input_shape)
-    x = body(img_input, input_shape, request.pretrained)
-    if include_top:
+    def head(x, classes, classifier_activation):
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if dropout > 0:
             x = layers.Dropout(dropout, name="top_dropout")(x)
-        _common.validate_activation(classifier_activation, weights)
-        x = layers.Dense(classes, activation=classifier_activation, kernel_initializer=DENSE_INIT,
-                         name="predictions")(x)
-    else:
-        x = _common.pooling_head(x, pooling)
-    model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
-    return request.load(model)
+        return layers.Dense(classes, activation=classifier_activation, kernel_initializer=DENSE_INIT,
+                            name="predictions")(x)
+
+    return _factory.build(model_name, body, head=head, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
+                          classifier_activation=classifier_activation, name=name, default_size=default_size,
+                          min_size=32, weights_errors={"weights_error": weights_error, "classes_error": classes_error},
+                          body_sees_input=True)
 
 
 def _body(width, depth):
@@ -205,8 +198,9 @@ def _body(width, depth):
 
 def _efficientnet(variant, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
                   name):
-    width, depth, default_size, dropout = VARIANTS[variant]
-    return build(f"efficientnet{variant}", _body(width, depth), default_size=default_size, dropout=dropout,
+    width, depth, dropout = VARIANTS[variant]
+    model_name = f"efficientnet{variant}"
+    return build(model_name, _body(width, depth), default_size=index.get(model_name).input_size, dropout=dropout,
                  include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
                  pooling=pooling, classes=classes, classifier_activation=classifier_activation, name=name,
                  weights_error=WEIGHTS_ERROR, classes_error=CLASSES_ERROR)

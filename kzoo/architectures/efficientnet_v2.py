@@ -1,6 +1,7 @@
 """EfficientNetV2 B0-B3, S, M, L (Tan & Le, 2021), weight-compatible with ``keras.applications.efficientnet_v2``.
 
-Each variant is a row of ``VARIANTS`` (width / depth coefficient, default size, which stage table);
+Each variant is a row of ``VARIANTS`` (width / depth coefficient, which stage table; the default size is the
+index row's);
 the stage tables are ``STAGES``. Stages whose ``fused`` flag is set use Fused-MBConv blocks (one full
 3x3 conv instead of expand 1x1 + depthwise), the others MBConv blocks. Layer names, weighted-layer
 order and weight shapes are those of keras.applications. ``weights`` is None, 'imagenet', another registry
@@ -19,6 +20,7 @@ import math
 
 from keras import layers
 
+from kzoo import index
 from kzoo.architectures import _common
 from kzoo.architectures.efficientnet import CONV_INIT, build, squeeze_excite  # shared with v1
 from kzoo.preprocessing import decode_predictions, passthrough_preprocess_input as preprocess_input  # noqa: F401
@@ -65,15 +67,15 @@ STAGES = {
     ),
 }
 
-# variant: (width coefficient, depth coefficient, default input size, stage table)
+# variant: (width coefficient, depth coefficient, stage table)
 VARIANTS = {
-    "b0": (1.0, 1.0, 224, "b"),
-    "b1": (1.0, 1.1, 240, "b"),
-    "b2": (1.1, 1.2, 260, "b"),
-    "b3": (1.2, 1.4, 300, "b"),
-    "s": (1.0, 1.0, 384, "s"),
-    "m": (1.0, 1.0, 480, "m"),
-    "l": (1.0, 1.0, 480, "l"),
+    "b0": (1.0, 1.0, "b"),
+    "b1": (1.0, 1.1, "b"),
+    "b2": (1.1, 1.2, "b"),
+    "b3": (1.2, 1.4, "b"),
+    "s": (1.0, 1.0, "s"),
+    "m": (1.0, 1.0, "m"),
+    "l": (1.0, 1.0, "l"),
 }
 
 DROPOUT_RATE = 0.2
@@ -202,9 +204,10 @@ def _body(width, depth, table, include_preprocessing):
 
 def _efficientnet_v2(variant, include_top, weights, input_tensor, input_shape, pooling, classes,
                      classifier_activation, include_preprocessing, name):
-    width, depth, default_size, table = VARIANTS[variant]
-    return build(f"efficientnetv2{variant}", _body(width, depth, table, include_preprocessing),
-                 default_size=default_size, dropout=DROPOUT_RATE, include_top=include_top, weights=weights,
+    width, depth, table = VARIANTS[variant]
+    model_name = f"efficientnetv2{variant}"
+    return build(model_name, _body(width, depth, table, include_preprocessing),
+                 default_size=index.get(model_name).input_size, dropout=DROPOUT_RATE, include_top=include_top, weights=weights,
                  input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
                  classifier_activation=classifier_activation, name=name, weights_error=WEIGHTS_ERROR,
                  classes_error=CLASSES_ERROR)

@@ -36,19 +36,20 @@ import keras
 from keras import layers
 from keras.models import Model
 
+from kzoo import index
 from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions  # noqa: F401
 
 __all__ = ["NASNetMobile", "NASNetLarge"]
 
-# variant: penultimate filters, normal cells per stack, stem filters, skip_reduction, filter multiplier,
-# default input size. (skip_reduction: the cell after a reduction cell sees the reduction cell's input as
+# variant: penultimate filters, normal cells per stack, stem filters, skip_reduction, filter multiplier
+# (the default input size is the index row's). (skip_reduction: the cell after a reduction cell sees the reduction cell's input as
 # its "previous" input -- NASNet-A Large's wiring -- instead of the reduction cell's own previous input.)
 VARIANTS = {
     "mobile": dict(penultimate_filters=1056, num_blocks=4, stem_filters=32, skip_reduction=False,
-                   filter_multiplier=2, default_size=224),
+                   filter_multiplier=2),
     "large": dict(penultimate_filters=4032, num_blocks=6, stem_filters=96, skip_reduction=True,
-                  filter_multiplier=2, default_size=331),
+                  filter_multiplier=2),
 }
 
 BN_MOMENTUM = 0.9997
@@ -181,7 +182,7 @@ def build_nasnet(variant, *, model_name, input_shape, include_top, weights, inpu
             "`ImageNet` weights, the input_shape argument must be static"
             f" (no None entries). Got: `input_shape={input_shape}`."
         )
-    input_shape = _common.obtain_input_shape(input_shape, cfg["default_size"], 32, include_top, request.pretrained)
+    input_shape = _common.obtain_input_shape(input_shape, index.get(model_name).input_size, 32, include_top, request.pretrained)
     img_input = _common.make_input(input_tensor, input_shape)
 
     multiplier = cfg["filter_multiplier"]
