@@ -1,4 +1,4 @@
-"""The ``kzoo`` command: list | info | fetch | verify here; convert and bench delegate to their modules.
+"""The ``kzoo`` command: list | info | fetch | verify | doctor here; convert and bench delegate to their modules.
 
 Every failure kzoo expects (a ``KzooError``) is printed as one message on stderr with exit status 1;
 usage errors exit 2 (argparse). No traceback reaches the user for either.
@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
                                    "releases included), and exit 1 on any mismatch or unknown file.")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files to check")
     p.add_argument("--cache", action="store_true", help="check every file in the kzoo cache")
+
+    p = sub.add_parser("doctor", help="check this machine's set-up: cache, files, pins, mirrors, engines",
+                       description="Whether the cache is writable, which cached files verify, which are unpinned "
+                                   "(trust on first use), which KZOO_MIRRORS answer (none are contacted when "
+                                   "offline), and which optional engines are installed. Exit 1 if a check fails.")
+    from kzoo.selfcheck import add_arguments
+
+    add_arguments(p)
 
     for name, (_, summary) in _DELEGATED.items():
         sub.add_parser(name, help=summary, add_help=False)
@@ -276,7 +284,14 @@ def _cmd_verify(args) -> int:
     return 1 if bad else 0
 
 
-_COMMANDS = {"list": _cmd_list, "info": _cmd_info, "fetch": _cmd_fetch, "verify": _cmd_verify}
+def _cmd_doctor(args) -> int:
+    from kzoo.selfcheck import report
+
+    return report(args)
+
+
+_COMMANDS = {"list": _cmd_list, "info": _cmd_info, "fetch": _cmd_fetch, "verify": _cmd_verify,
+             "doctor": _cmd_doctor}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,10 @@ Faults (``fault=``):
 ``ranges=False`` makes the server ignore Range (answers 200 with the whole file).
 ``gate`` is a callable run before answering a GET (tests use it to hold a download open).
 ``chunk_delay`` sleeps between 64 KiB body chunks (a slow body).
+``body_gate`` is called with the file offset of each 64 KiB body chunk before it is sent (tests use it to
+hold a download at an exact byte; raising BrokenPipeError ends the response).
+``If-Range`` is honoured: a validator other than the file's ETag gets the whole file (200), as RFC 9110 says.
+``server.sent(path)`` counts the body bytes written to clients for that path (a killed client's included).
 
 ``serve_hf(repo, revision, path, data)`` answers the Hugging Face Hub resolve protocol:
 ``/{repo}/resolve/{revision}/{path}`` with ETag (the sha256), X-Repo-Commit and Content-Length.
@@ -54,6 +58,7 @@ class Route:
     gate: Callable[[], None] | None = None
     chunk_delay: float = 0.0
     headers: dict = field(default_factory=dict)
+    body_gate: Callable[[int], None] | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -79,7 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         owner = self.server.owner
         route = owner.routes.get(path)
-        seen = owner._record(self.command, path, self.headers.get("Range"))
+        seen = owner._record(self.command, path, self.headers.get("Range"), self.headers.get("If-Range"))
         if route is None or route.fault == "404":
             return self._plain(404, b"not found")
         if head:
@@ -97,6 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = body[:-1] + bytes([body[-1] ^ 0xFF])
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range != _etag(route):  # the file changed: send all of it
+            match = None
         if match and route.ranges:
             start = int(match.group(1))
             if start >= len(body):
@@ -107,11 +115,16 @@ class _Handler(BaseHTTPRequestHandler):
         if route.fault == "drop" and seen < route.times:
             self.wfile.write(payload[: len(payload) // 2])
             self.wfile.flush()
+            owner._add_sent(path, len(payload) // 2)
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         for i in range(0, len(payload), BODY_CHUNK):
-            self.wfile.write(payload[i:i + BODY_CHUNK])
+            if route.body_gate is not None:
+                route.body_gate(start + i)
+            chunk = payload[i:i + BODY_CHUNK]
+            self.wfile.write(chunk)
+            owner._add_sent(path, len(chunk))
             if route.chunk_delay:
                 time.sleep(route.chunk_delay)
 
@@ -119,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
-        self.send_header("ETag", f'"{hashlib.sha256(route.data).hexdigest()}"')
+        self.send_header("ETag", _etag(route))
         if route.ranges:
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
@@ -136,6 +149,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(text)
 
 
+def _etag(route: Route) -> str:
+    return f'"{hashlib.sha256(route.data).hexdigest()}"'
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     owner: "LoopbackServer"
@@ -147,6 +164,8 @@ class LoopbackServer:
     def __init__(self):
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.if_ranges: list[tuple[str, str | None]] = []  # (path, If-Range header) of each GET
+        self._sent: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server = None
         self._thread = None
@@ -185,12 +204,23 @@ class LoopbackServer:
         headers = {"X-Repo-Commit": FAKE_COMMIT, **options.pop("headers", {})}
         return self.serve(f"/{repo}/resolve/{revision}/{path}", data, headers=headers, **options)
 
-    def _record(self, method: str, path: str, range_header: str | None) -> int:
+    def _record(self, method: str, path: str, range_header: str | None, if_range: str | None = None) -> int:
         """Log a request; returns how many requests of this method the path had before it."""
         with self._lock:
             seen = sum(1 for m, p, _ in self.requests if m == method and p == path)
             self.requests.append((method, path, range_header))
+            if method == "GET":
+                self.if_ranges.append((path, if_range))
         return seen
+
+    def _add_sent(self, path: str, n: int) -> None:
+        with self._lock:
+            self._sent[path] = self._sent.get(path, 0) + n
+
+    def sent(self, path: str) -> int:
+        """Body bytes written to clients for ``path`` so far (bytes a killed client never read included)."""
+        with self._lock:
+            return self._sent.get(path, 0)
 
     def count(self, path: str, method: str = "GET") -> int:
         with self._lock:

@@ -220,7 +220,6 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
     UnsafeArchive for archives that would escape their folder or exceed the size limits.
     """
     from kzoo._progress import progress_bar
-    from kzoo.formats import keras_h5
     from kzoo.formats.tf_checkpoint import open_checkpoint
 
     started = time.perf_counter()
@@ -309,11 +308,53 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
         for names in report.unused.values():
             names.sort()
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    keras_h5.write_weights(output, layers)
+    _write_output(output, layers)
     report.bytes_written = output.stat().st_size
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _write_output(output: Path, layers) -> None:
+    """Write the h5 in a private folder beside ``output``, then rename it into place: a full disk, a
+    file-size limit or a kill never leaves a half-written file under the output name, an older file there
+    stays as it was, and a failed write leaves no temp file. Raises StorageError naming the folder.
+
+    The room is checked before h5py writes a byte: HDF5 1.14 can crash (SIGSEGV) when a write fails with
+    ENOSPC midway through a file of many small datasets, which no exception handler can catch.
+    """
+    import errno
+    import resource
+    import shutil
+    import tempfile
+
+    from kzoo.formats import keras_h5
+    from kzoo.sources.cache import error_number, free_bytes, storage_error
+
+    # Data plus HDF5's bookkeeping (about 1.5 KiB per dataset and group measured; 4 KiB allowed).
+    datasets = sum(len(weights) + 1 for _, weights in layers)
+    needed = sum(np.asarray(value).nbytes for _, weights in layers for _, value in weights) + 4096 * datasets + 2**16
+    kept = "Nothing was written under that name (an older file there is unchanged)."
+    what = f"Converted weights {output.name}"
+    work = None
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        free = free_bytes(output.parent)
+        if free is not None and free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and limit < needed:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+        work = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part"))
+        keras_h5.write_weights(work / output.name, layers)
+        os.replace(work / output.name, output)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and error_number(e) is None:
+            raise  # not a failed write (h5py reports a file-size limit as a RuntimeError with an errno)
+        raise storage_error(what, output.parent, e, needed, kept=kept, about=True,
+                            elsewhere="convert to another folder (-o / output=)") from None
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

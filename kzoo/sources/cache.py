@@ -1,5 +1,6 @@
-"""The weight cache: where it is, what kzoo keeps in it besides weights (temp parts, lock files, the
-verified-result memo), and which of its files are weights.
+"""The weight cache: where it is, what kzoo keeps in it besides weights (resumable partial downloads and
+their records, temp files, lock files, the verified-result memo), which of its files are weights, and the
+error for a write that fails there (StorageError: a full disk, a file-size limit, a read-only folder).
 
 Environment: ``KZOO_CACHE_DIR`` (default ``$KERAS_HOME/models``, else ``~/.keras/models``, so files
 keras.applications already downloaded are reused once they verify).
@@ -8,17 +9,21 @@ keras.applications already downloaded are reused once they verify).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
+from kzoo.errors import KzooError
 from kzoo.sources.hashing import ALGORITHMS
 
 MEMO_NAME = ".kzoo-verified.json"
 LOCK_DIR = ".kzoo-locks"
 PART_SUFFIX = ".part"
+DOWNLOAD_SUFFIX = ".download"  # the resumable partial download; not PART_SUFFIX, which the stale-temp sweep removes
 
 _PROCESS_MEMO: dict[str, dict] = {}  # used when the cache folder is read-only
 
@@ -56,14 +61,67 @@ def file_lock(folder: Path, name: str, timeout: float = -1):
     return FileLock(os.fspath(folder / LOCK_DIR / (name + ".lock")), timeout=timeout)
 
 
-def part_file(folder: Path, file_name: str) -> tuple[int, Path]:
-    """A new temp file (descriptor, path) in ``folder`` for bytes that may become ``file_name``."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.", suffix=PART_SUFFIX)
-    return fd, Path(tmp)
+class Partial:
+    """The one partial download of a cache file, kept across processes so a killed download resumes.
+
+    ``.NAME.download`` holds a prefix of one source's bytes; ``.NAME.download.json`` says whose (the URL, the
+    server's validator, the total length and the hashes expected when it began). Only the holder of
+    NAME's lock touches either, and the bytes reach NAME only by a rename once they verify, so a reader
+    never sees them at the cache path.
+    """
+
+    def __init__(self, folder: Path, file_name: str):
+        self.path = folder / f".{file_name}{DOWNLOAD_SUFFIX}"
+        self.meta_path = folder / f".{file_name}{DOWNLOAD_SUFFIX}.json"
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def meta(self) -> dict:
+        try:
+            with open(self.meta_path, encoding="utf-8") as f:
+                data = json.load(f)
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def write_meta(self, record: dict) -> None:
+        """Replace the record atomically (a kill leaves the old record or the new one, never half)."""
+        _atomic_json(self.meta_path, record)
+
+    def resumable(self, url: str, expected: dict, want_size: int | None) -> dict | None:
+        """The record of kept bytes that a download from ``url`` may continue, else None.
+
+        Kept bytes are reused only when they came from the same URL for the same pinned hashes, are
+        fewer than the total that URL announced (and the pinned size), and can be checked: by the
+        server (If-Range with the recorded validator) or by a pinned hash once the file is complete.
+        """
+        meta = self.meta()
+        size = self.size()
+        total = meta.get("total")
+        if not size or meta.get("url") != url or meta.get("expected") != expected:
+            return None
+        if want_size is not None and total not in (None, want_size):
+            return None
+        if total is not None and size > total:
+            return None
+        if not expected and (not meta.get("validator") or (total is not None and size >= total)):
+            return None  # nothing could tell stale bytes from good ones (a complete one is not asked about)
+        return {**meta, "size": size}
+
+    def discard(self) -> None:
+        # The record goes first: bytes without a record are never resumed.
+        for path in (self.meta_path, self.path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def remove_stale_parts(folder: Path, file_name: str) -> None:
-    """Temp files left by a killed process (call with the file's lock held, so nobody is writing them)."""
+    """Temp files (``.NAME.<random>.part``) left by a killed process; the resumable ``.NAME.download`` is
+    not one of them. Call with the file's lock held, so nobody is writing them."""
     for stale in folder.glob(f".{glob_escape(file_name)}.*{PART_SUFFIX}"):
         with contextlib.suppress(OSError):
             stale.unlink()
@@ -117,9 +175,114 @@ class Memo:
             with file_lock(self.folder, MEMO_NAME, timeout=5):
                 data = self._load()
                 data[path.name] = record
-                fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=MEMO_NAME + ".", suffix=PART_SUFFIX)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(data, f, indent=0, sort_keys=True)
-                os.replace(tmp, self.path)
+                _atomic_json(self.path, data)
         except (OSError, Timeout):
-            pass  # read-only cache: the process memo above still saves re-hashing in this process
+            pass  # read-only or full cache: the process memo above still saves re-hashing in this process
+
+
+def _atomic_json(path: Path, data) -> None:
+    """Write JSON beside ``path`` and rename it over ``path``; on failure (a full disk) nothing is left."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=PART_SUFFIX)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=0, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------------- writing fails
+
+class StorageError(KzooError, OSError):
+    """A file could not be written: the disk is full, a file-size limit was hit, or the folder is read-only.
+
+    The message names the folder, the bytes needed and a way out; ``errno`` is the operating system's.
+    """
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def error_number(error: BaseException) -> int | None:
+    """The errno behind a failed write. h5py reports some (a file-size limit) as a RuntimeError whose
+    text carries ``errno = N``."""
+    code = getattr(error, "errno", None)
+    if isinstance(code, int):
+        return code
+    match = re.search(r"errno = (\d+)", str(error))
+    return int(match.group(1)) if match else None
+
+
+def free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _size_text(n: int) -> str:
+    return f"{n} bytes ({n / 2**20:.1f} MiB)"
+
+
+def writable_alternative(instead_of: Path, needed: int | None = None) -> Path | None:
+    """A folder kzoo could write instead of ``instead_of`` (on another filesystem with room): the user
+    cache folder, else the temp folder. Nothing is created; this only picks a suggestion."""
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    try:
+        avoid = os.stat(_existing(instead_of)).st_dev
+    except OSError:
+        avoid = None
+    for candidate in (Path(home) / "kzoo", Path(tempfile.gettempdir()) / "kzoo-cache"):
+        base = _existing(candidate)
+        try:
+            if os.stat(base).st_dev == avoid or not os.access(base, os.W_OK | os.X_OK):
+                continue
+            if needed is not None and shutil.disk_usage(base).free < needed:
+                continue
+        except OSError:
+            continue
+        return candidate
+    return None
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    path = Path(path).absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def storage_error(what: str, folder: Path, error: BaseException, needed: int | None = None, kept: str = "",
+                  elsewhere: str = "", about: bool = False) -> StorageError:
+    """A StorageError for ``what`` failing to write into ``folder``: why, the bytes it needs (``about``: an
+    estimate) and the bytes free, what was ``kept`` (or not), and a way out that fits the cause, ending
+    with ``elsewhere`` (how to write somewhere else) where that helps."""
+    code = error_number(error)
+    reason = f"{os.strerror(code)}, errno {code}" if code else f"{type(error).__name__}: {error}"
+    text = f"{what}: could not write to {folder} ({reason})."
+    need = f"{'about ' if about else ''}{_size_text(needed)}" if needed is not None else "more bytes than fit"
+    limit = None
+    if code == errno.EFBIG:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        limit = None if limit == resource.RLIM_INFINITY else limit
+    if limit is not None:  # the disk may be empty: the process's own limit is what stops it
+        text += f" It needs {need}, and this process may not write files over {_size_text(limit)} (ulimit -f)."
+    elif code in _NO_ROOM or needed is not None:
+        free = free_bytes(folder)
+        text += f" It needs {need}" + (f"; {_size_text(free)} are free there." if free is not None else ".")
+    if kept:
+        text += f" {kept}"
+    if code == errno.EFBIG:
+        text += " Raise the file-size limit (ulimit -f unlimited) and run it again."
+    elif code in _NO_ROOM:
+        text += " Free space there" + (f", or {elsewhere}." if elsewhere else ".")
+    else:
+        text += f" Make {folder} writable" + (f", or {elsewhere}." if elsewhere else ".")
+    result = StorageError(text)
+    result.errno = code
+    return result

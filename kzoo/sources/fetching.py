@@ -2,8 +2,10 @@
 
 Order of sources: the cache, then the mirrors in ``KZOO_MIRRORS`` (local folders, ``http(s)://`` base
 URLs, ``hf://org/repo@revision/folder``), then the entry's own URLs. Bytes are hashed while they stream
-into a temp file inside the cache folder, and the temp file is renamed into place only when every pinned
-hash matches, so no partial or corrupt file is ever served and a good cached file is never replaced.
+into a partial file inside the cache folder, and the partial file is renamed into place only when every
+pinned hash matches, so no partial or corrupt file is ever served and a good cached file is never replaced.
+An HTTP download cut short (a dropped connection, a killed process) keeps its partial file and a record
+of its source, and the next fetch resumes it with Range / If-Range; a full disk keeps nothing.
 
 Environment: ``KZOO_MIRRORS`` (extra sources, separated by commas or ``os.pathsep``), ``KZOO_OFFLINE=1``
 (never touch the network; ``HF_HUB_OFFLINE=1`` works too).
@@ -12,8 +14,10 @@ Environment: ``KZOO_MIRRORS`` (extra sources, separated by commas or ``os.pathse
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import tempfile
 import urllib.parse
 import warnings
 from dataclasses import dataclass, field
@@ -21,7 +25,8 @@ from pathlib import Path
 
 from kzoo._progress import progress_bar
 from kzoo.errors import DownloadError, HashMismatch, KzooError, WeightsNotFound
-from kzoo.sources.cache import Memo, cache_dir, file_lock, make_lock_dir, part_file, remove_stale_parts
+from kzoo.sources.cache import (PART_SUFFIX, Memo, Partial, StorageError, cache_dir, error_number, file_lock,
+                                make_lock_dir, remove_stale_parts, storage_error, writable_alternative)
 from kzoo.sources.hashing import CHUNK_SIZE, MultiHash
 from kzoo.sources.transport import NotFound, SourceFailed, WrongSize, hf_file, http_get
 from kzoo.sources.verify import _record_pin, algorithms_for, cached_ok, expected_hashes, hash_text, problems
@@ -114,28 +119,102 @@ def sources_for(entry) -> list[Source]:
 
 # --------------------------------------------------------------------------------------------- one source
 
-class _HashingSink:
-    """Where a source's bytes go: the temp file, with the digests computed as the bytes pass."""
+class _WriteFailed(Exception):
+    """Writing into the cache failed (a full disk, a file-size limit). Not an OSError on purpose: the
+    transport retries OSErrors as network trouble, and this one is local and final."""
 
-    def __init__(self, out, algorithms):
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+        self.needed = None  # the bytes the file needs, when known
+
+
+class _Sink:
+    """Where a source's bytes go: a file in the cache folder, hashed as the bytes pass.
+
+    Writes are unbuffered, so whatever was received is in the file when a process is killed (only a
+    prefix, never a gap), and a full disk shows at the write that hit it.
+    """
+
+    def __init__(self, path: Path, algorithms, out=None):
+        self.path = path
         self.out = out
         self.hasher = MultiHash(algorithms)
+        self.total = None  # the length the source announced
 
     @property
     def size(self) -> int:
         return self.hasher.size
 
+    def _open(self, mode: str) -> None:
+        try:
+            self.out = open(self.path, mode, buffering=0)
+        except OSError as e:
+            raise _WriteFailed(e) from None
+
     def write(self, data) -> None:
-        self.out.write(data)
+        view = memoryview(data)
+        try:
+            while view:  # a raw write may be short (e.g. the last blocks of a disk)
+                view = view[self.out.write(view):]
+        except OSError as e:
+            raise _WriteFailed(e) from None
         self.hasher.update(data)
 
     def restart(self) -> None:
-        self.out.seek(0)
-        self.out.truncate()
+        if self.out is not None:
+            try:
+                self.out.seek(0)
+                self.out.truncate()
+            except OSError as e:
+                raise _WriteFailed(e) from None
         self.hasher = MultiHash(self.hasher.algorithms)
 
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
 
-def _copy_file(src: Path, sink: _HashingSink, progress, desc: str) -> None:
+
+class _DownloadSink(_Sink):
+    """An HTTP download into the entry's resumable partial file, whose record names the response each
+    byte came from. A fresh download touches the partial file only once a server answers, so a source
+    that fails first (a 404 mirror) does not destroy bytes another URL kept for the next fetch."""
+
+    def __init__(self, partial: Partial, algorithms, url: str, expected: dict, kept: dict | None):
+        super().__init__(partial.path, algorithms)
+        self.partial, self.url, self.expected = partial, url, expected
+        self.record = None  # what the partial's record file says now
+        if kept:
+            try:
+                self.out = open(self.path, "r+b", buffering=0)
+            except FileNotFoundError:  # gone since it was looked at: start afresh
+                return
+            self.record = {k: kept.get(k) for k in ("url", "validator", "total", "expected")}
+            self._hash_kept()
+
+    def _hash_kept(self) -> None:
+        # The hashes must cover the kept bytes too; this leaves the file positioned at their end.
+        buffer = bytearray(CHUNK_SIZE)
+        view = memoryview(buffer)
+        while n := self.out.readinto(buffer):
+            self.hasher.update(view[:n])
+
+    def begin(self, validator: str | None, total: int | None) -> None:
+        # Called before a response's first body byte: the record must describe those bytes before they land.
+        self.total = total
+        if self.out is None:
+            self.partial.discard()
+            self._open("wb")
+        record = {"url": self.url, "validator": validator, "total": total, "expected": self.expected}
+        if record != self.record:
+            try:
+                self.partial.write_meta(record)
+            except OSError as e:
+                raise _WriteFailed(e) from None
+            self.record = record
+
+
+def _copy_file(src: Path, sink: _Sink, progress, desc: str) -> None:
     buffer = bytearray(CHUNK_SIZE)
     view = memoryview(buffer)
     with open(src, "rb", buffering=0) as f, progress_bar(os.fstat(f.fileno()).st_size, desc, progress) as bar:
@@ -144,7 +223,7 @@ def _copy_file(src: Path, sink: _HashingSink, progress, desc: str) -> None:
             bar.update(n)
 
 
-def _from_folder(source: Source, sink: _HashingSink, entry, progress) -> None:
+def _from_folder(source: Source, sink: _Sink, entry, progress) -> None:
     path = Path(source.location)
     if not path.is_file():
         raise NotFound(f"{path} does not exist")
@@ -154,13 +233,15 @@ def _from_folder(source: Source, sink: _HashingSink, entry, progress) -> None:
         raise SourceFailed(f"cannot read {path}: {e}") from None
 
 
-def _from_hf(source: Source, sink: _HashingSink, entry, progress, offline: bool) -> None:
+def _from_hf(source: Source, sink: _Sink, entry, progress, offline: bool) -> None:
     # huggingface_hub keeps its own cache; copying while hashing is the one pass kzoo makes over it.
     _copy_file(hf_file(source.location, offline), sink, progress, f"copy {entry.file_name}")
 
 
-def _from_http(source: Source, sink: _HashingSink, entry, progress) -> None:
-    http_get(source.location, sink, getattr(entry, "size", None), progress, f"download {entry.file_name}")
+def _from_http(source: Source, sink: _DownloadSink, entry, progress) -> None:
+    validator = (sink.record or {}).get("validator") if sink.size else None
+    http_get(source.location, sink, getattr(entry, "size", None), progress, f"download {entry.file_name}",
+             validator=validator)
 
 
 # --------------------------------------------------------------------------------------------- fetch
@@ -191,13 +272,26 @@ def fetch(entry, progress: bool | None = None) -> Path:
     if offline and not candidates:
         raise _offline_error(entry, expected, folder)
     if folder.is_dir() and not os.access(folder, os.W_OK):
+        if not expected and target.is_file():
+            # Nothing can be downloaded into a read-only cache to compare with: as when no source
+            # answers, the unpinned cached file is trusted on first use.
+            ok, cached_digests = cached_ok(target, entry, expected, memo, progress, trust_unpinned=True)
+            if ok:
+                warnings.warn(f"Weights '{entry.id}': the cache {folder} is read-only, so its unpinned file "
+                              f"{target} is trusted on first use and its sha256 pinned.", stacklevel=2)
+                return target
         raise _unwritable_error(entry, target, folder, cached_digests, expected, None)
     try:
         make_lock_dir(folder)
+        lock = file_lock(folder, entry.file_name)
+        lock.acquire()  # a lock left by a killed process does not block: flock dies with its process
     except OSError as e:
+        if error_number(e) in (errno.ENOSPC, errno.EDQUOT):
+            raise _no_room_error(entry, folder, e) from None
         raise _unwritable_error(entry, target, folder, cached_digests, expected, e) from None
 
-    with file_lock(folder, entry.file_name):
+    partial = Partial(folder, entry.file_name)
+    try:
         # Another process may have fetched (and, for trust on first use, pinned) it while we waited.
         expected = expected_hashes(entry)
         ok, cached_digests = cached_ok(target, entry, expected, memo, progress)
@@ -206,7 +300,7 @@ def fetch(entry, progress: bool | None = None) -> Path:
         remove_stale_parts(folder, entry.file_name)
         attempts = []
         for source in candidates:
-            attempt = _try_source(source, entry, expected, folder, target, memo, progress, offline)
+            attempt = _try_source(source, entry, expected, target, memo, progress, offline, partial)
             if attempt is None:
                 return target
             attempts.append(attempt)
@@ -217,40 +311,94 @@ def fetch(entry, progress: bool | None = None) -> Path:
                 warnings.warn(f"Weights '{entry.id}': no source could be reached, so the unpinned cached file "
                               f"{target} is trusted on first use and its sha256 pinned.", stacklevel=2)
                 return target
-    raise _final_error(entry, expected, attempts, folder, offline, cached_digests)
+        kept_size = partial.size()
+        kept = partial.meta() if kept_size else {}
+    finally:
+        lock.release()
+    raise _final_error(entry, expected, attempts, folder, offline, cached_digests, kept, kept_size)
 
 
-def _try_source(source, entry, expected, folder, target, memo, progress, offline) -> _Attempt | None:
-    """Fetch from one source into a temp file; rename it into place if it verifies (returns None)."""
-    fd, tmp = part_file(folder, entry.file_name)
+def _try_source(source, entry, expected, target, memo, progress, offline, partial) -> _Attempt | None:
+    """Fetch from one source and rename the bytes into place if they verify (returns None).
+
+    HTTP downloads go to the entry's resumable partial file and may continue bytes an earlier process
+    kept for the same URL; if the finished file then does not verify, the kept bytes may be the wrong
+    ones, so the source is tried once more from byte 0. A transient failure keeps a resumable partial for
+    the next fetch; wrong bytes and a failed write keep nothing. Folder and Hub copies go to a temp file.
+    """
+    url = source.location if source.kind == "http" else None
+    want_size = getattr(entry, "size", None)
+    kept = partial.resumable(url, expected, want_size) if url else None
     try:
-        with os.fdopen(fd, "wb") as out:
-            sink = _HashingSink(out, algorithms_for(expected))
-            try:
-                if source.kind == "folder":
-                    _from_folder(source, sink, entry, progress)
-                elif source.kind == "hf":
-                    _from_hf(source, sink, entry, progress, offline)
-                else:
-                    _from_http(source, sink, entry, progress)
-            except NotFound as e:
-                return _Attempt(source, "not found", str(e))
-            except SourceFailed as e:
-                return _Attempt(source, "failed", str(e))
-            except WrongSize as e:
-                return _Attempt(source, "wrong bytes", str(e))
+        result = _fill(source, entry, expected, partial, kept, progress, offline)
+        if kept is not None and isinstance(result, _Attempt) and result.outcome == "wrong bytes":
+            result = _fill(source, entry, expected, partial, None, progress, offline)
+    except _WriteFailed as e:
+        partial.discard()
+        raise _no_room_error(entry, partial.path.parent, e.error, e.needed) from None
+    if isinstance(result, _Attempt):
+        # Bytes another URL kept are not this source's to drop (it may be a 404 mirror asked first).
+        ours = url is not None and partial.meta().get("url") == url
+        if ours and (result.outcome != "failed" or partial.resumable(url, expected, want_size) is None):
+            partial.discard()
+        return result
+    path, digests, size = result
+    try:
+        if not expected:  # trust on first use: this download defines the file from now on
+            _record_pin(entry, digests["sha256"], size=size, source=str(source))
+        os.replace(path, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a temp copy that did not become the target
+    partial.discard()  # bytes any URL kept are moot now that the file is cached
+    memo.remember(target, digests)
+    return None
+
+
+def _fill(source, entry, expected, partial, kept, progress, offline):
+    """Bytes from one source into a file in the cache folder (continuing ``kept``, the record of bytes the
+    partial file already holds, when given): ``(path, digests, size)`` when they verify, else an _Attempt
+    saying why not."""
+    algorithms = algorithms_for(expected)
+    if source.kind == "http":
+        sink = _DownloadSink(partial, algorithms, source.location, expected, kept)
+    else:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=partial.path.parent, prefix=f".{entry.file_name}.", suffix=PART_SUFFIX)
+        except OSError as e:
+            raise _WriteFailed(e) from None
+        sink = _Sink(Path(tmp), algorithms, os.fdopen(fd, "wb", buffering=0))
+    done = False
+    try:
+        try:
+            if kept and kept.get("total") is not None and sink.size >= kept["total"]:
+                pass  # complete but not yet renamed when its process died: verify it as it is
+            elif source.kind == "folder":
+                _from_folder(source, sink, entry, progress)
+            elif source.kind == "hf":
+                _from_hf(source, sink, entry, progress, offline)
+            else:
+                _from_http(source, sink, entry, progress)
+        except NotFound as e:
+            return _Attempt(source, "not found", str(e))
+        except SourceFailed as e:
+            return _Attempt(source, "failed", str(e))
+        except WrongSize as e:
+            return _Attempt(source, "wrong bytes", str(e))
+        except _WriteFailed as e:
+            e.needed = getattr(entry, "size", None) or sink.total
+            raise
         digests = sink.hasher.hexdigests()
         found = problems(entry, sink.size, digests, expected)
         if found:
             return _Attempt(source, "wrong bytes", "; ".join(found), digests)
-        if not expected:  # trust on first use: this download defines the file from now on
-            _record_pin(entry, digests["sha256"], size=sink.size, source=str(source))
-        os.replace(tmp, target)
-        memo.remember(target, digests)
-        return None
+        done = True
+        return sink.path, digests, sink.size
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        sink.close()
+        if source.kind != "http" and not done:
+            with contextlib.suppress(FileNotFoundError):
+                sink.path.unlink()
 
 
 # --------------------------------------------------------------------------------------------- error messages
@@ -268,24 +416,42 @@ def _offline_error(entry, expected, folder) -> WeightsNotFound:
     )
 
 
+def _elsewhere(folder, needed=None, what="a writable folder") -> str:
+    """'set KZOO_CACHE_DIR to ...', with a concrete folder where one can be found."""
+    alternative = writable_alternative(folder, needed)
+    example = f" (e.g. KZOO_CACHE_DIR={alternative})" if alternative is not None else ""
+    return f"set KZOO_CACHE_DIR to {what}{example}"
+
+
 def _unwritable_error(entry, target, folder, cached_digests, expected, error) -> KzooError:
     why = f" ({error})" if error else ""
     if target.is_file():
         return HashMismatch(
             f"Weights '{entry.id}': the cached file {target} does not match ({hash_text(expected)}; it has "
             f"{hash_text(cached_digests)}) and the cache folder {folder} is not writable{why}. Replace the "
-            f"file, or set KZOO_CACHE_DIR to a writable folder."
+            f"file, or {_elsewhere(folder)}."
         )
     return DownloadError(
         f"Weights '{entry.id}': '{entry.file_name}' is not cached and the cache folder {folder} is not "
-        f"writable{why}. Set KZOO_CACHE_DIR to a writable folder, or put the file there."
+        f"writable{why}. Put the file there, or {_elsewhere(folder, getattr(entry, 'size', None))}."
     )
 
 
-def _final_error(entry, expected, attempts, folder, offline, cached_digests) -> KzooError:
+def _no_room_error(entry, folder, error, needed=None) -> StorageError:
+    needed = needed if needed is not None else getattr(entry, "size", None)
+    return storage_error(f"Weights '{entry.id}' ('{entry.file_name}')", folder, error, needed,
+                         kept="Nothing of it was kept, and the files already cached are untouched.",
+                         elsewhere=_elsewhere(folder, needed, "a folder with room"))
+
+
+def _final_error(entry, expected, attempts, folder, offline, cached_digests, kept=None, kept_size=0) -> KzooError:
     lines = [f"  {a.source}: {a.outcome}: {a.detail}" for a in attempts]
     if not attempts:
         lines = ["  (no sources: the entry has no URLs and KZOO_MIRRORS is empty)"]
+    if kept and kept_size:
+        total = f" of {kept['total']}" if kept.get("total") else ""
+        lines.append(f"  A partial download ({kept_size}{total} bytes from {kept.get('url')}) is kept in "
+                     f"{folder}; the next fetch resumes it.")
     tried = "\n".join(lines)
     mismatches = [a for a in attempts if a.outcome == "wrong bytes"]
     if mismatches:

@@ -2,7 +2,9 @@
 and the Hugging Face Hub client for ``hf://`` sources.
 
 Nothing here knows about kzoo's cache or hashes: bytes go to a *sink* that the caller supplies, with
-``size`` (bytes kept so far), ``write(chunk)`` and ``restart()`` (drop everything, start from byte 0).
+``size`` (bytes kept so far), ``write(chunk)``, ``restart()`` (drop everything, start from byte 0) and,
+optionally, ``begin(validator, total)``, called before a response's first body byte is written (the
+caller records the validator there so a later process can resume the same bytes).
 
 Environment: ``KZOO_RETRIES`` (transient-error retries per source, default 5), ``KZOO_RETRY_BACKOFF``
 (first back-off delay in seconds, doubled each retry, default 1), ``KZOO_TIMEOUT`` (socket timeout in
@@ -50,23 +52,27 @@ def _env_number(name: str, default: float) -> float:
 
 # --------------------------------------------------------------------------------------------- HTTP(S)
 
-def http_get(url: str, sink, want_size: int | None, progress, desc: str) -> None:
+def http_get(url: str, sink, want_size: int | None, progress, desc: str, validator: str | None = None) -> None:
     """Stream ``url`` into ``sink``; resume with Range after a dropped connection.
 
-    Transient errors (5xx, 408, 429, resets, timeouts, short bodies) are retried with exponential
-    back-off; a retry that made progress does not count against the limit, so a flaky but working server
-    still finishes. ``want_size`` (the pinned size, if any) stops a wrong file early. Raises NotFound,
-    SourceFailed or WrongSize.
+    A sink that already holds bytes (a partial download kept by an earlier process) is resumed from its
+    end with ``Range``, and ``If-Range: validator`` so a server whose file changed answers with the whole
+    new file instead. Transient errors (5xx, 408, 429, resets, timeouts, short bodies) are retried with
+    exponential back-off; a retry that made progress does not count against the limit, so a flaky but
+    working server still finishes. ``want_size`` (the pinned size, if any) stops a wrong file early.
+    Raises NotFound, SourceFailed or WrongSize; the sink's own exceptions pass through unless they are
+    OSErrors (a sink must wrap its write errors, or they would be retried as network trouble).
     """
     retries = int(_env_number("KZOO_RETRIES", 5))
     backoff = _env_number("KZOO_RETRY_BACKOFF", 1.0)
     timeout = _env_number("KZOO_TIMEOUT", 60.0)
     buffer = bytearray(CHUNK_SIZE)
     view = memoryview(buffer)
-    validator = None  # ETag / Last-Modified of the first response, sent as If-Range when resuming
+    begin = getattr(sink, "begin", None)
     failures = 0
     last_error = ""
     with progress_bar(want_size, desc, progress) as bar:
+        bar.update(sink.size)  # resuming a kept partial download
         while True:
             received = sink.size
             headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -85,7 +91,10 @@ def http_get(url: str, sink, want_size: int | None, progress, desc: str) -> None
                     total = _expected_length(response, received)
                     if want_size is not None and total is not None and total != want_size:
                         raise WrongSize(f"server announces {total} bytes, the registry pins {want_size}")
-                    validator = validator or response.headers.get("ETag") or response.headers.get("Last-Modified")
+                    if response.status == 200 or not validator:  # a whole body: its validator from now on
+                        validator = _validator(response)
+                    if begin is not None:
+                        begin(validator, total)
                     while n := response.readinto(buffer):
                         sink.write(view[:n])
                         bar.update(n)
@@ -119,6 +128,14 @@ def http_get(url: str, sink, want_size: int | None, progress, desc: str) -> None
                 raise SourceFailed(f"gave up after {retries} retries ({last_error})")
             if failures:
                 time.sleep(min(backoff * 2 ** (failures - 1), 60.0))
+
+
+def _validator(response) -> str | None:
+    """What to send as If-Range: a strong ETag, else Last-Modified (a weak ETag never matches If-Range)."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
 
 
 def _expected_length(response, offset: int) -> int | None:

@@ -174,15 +174,23 @@ class VerifyResult:
         return f"UNKNOWN {self.path}: sha256 {self.sha256}, md5 {self.md5} is not in the registry."
 
 
-def verify_file(path, progress: bool | None = False) -> VerifyResult:
-    """Re-hash ``path`` (md5 and sha256, one pass) and identify it against the whole registry."""
+def verify_file(path, progress: bool | None = False, use_memo: bool = False) -> VerifyResult:
+    """Re-hash ``path`` (md5 and sha256, one pass) and identify it against the whole registry.
+
+    ``use_memo``: for a file in the cache, take the digests from the verified-result memo while the file
+    is unchanged (same size and mtime), as a fetch does, instead of re-hashing it.
+    """
     import kzoo.registry as registry
 
     path = Path(path)
-    digests = hashing.hash_file(path, ALGORITHMS, progress)
+    in_cache = path.parent.resolve() == cache_dir().resolve()
+    if use_memo and in_cache:
+        digests = digests_for(path, ALGORITHMS, Memo(path.parent), progress)
+    else:
+        digests = hashing.hash_file(path, ALGORITHMS, progress)
+        if in_cache:
+            Memo(path.parent).remember(path, digests)
     size = path.stat().st_size
-    if path.parent.resolve() == cache_dir().resolve():
-        Memo(path.parent).remember(path, digests)
     everything = registry.list_weights(include_superseded=True)
     # identify() also knows trust-on-first-use files by the sha256 recorded in the user pin file
     matches = list(registry.identify(sha256=digests["sha256"], md5=digests["md5"]))
