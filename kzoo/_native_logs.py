@@ -21,6 +21,10 @@ NATIVE_LINE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [^\s\]]+:\d
                          rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
 
 
+# Lines that are never part of a native message: kzoo's own, and Python's tracebacks.
+OURS = (b"kzoo", b"Traceback", b"  File ", b"    ")
+
+
 def is_native_log(line: bytes) -> bool:
     return NATIVE_LINE.match(line) is not None
 
@@ -38,13 +42,21 @@ def filter_stderr() -> None:
 
     def pump():
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            pending = b""
+            pending, after_native = b"", False
             while chunk := pipe.read(65536):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
-                kept = b"".join(line + b"\n" for line in lines if not is_native_log(line))
+                kept = []
+                for line in lines:
+                    # A multi-line native message (cpu_feature_guard's "To enable the following
+                    # instructions: ...") continues without a prefix; ours always start with "kzoo".
+                    if is_native_log(line) or (after_native and not line.startswith(OURS)):
+                        after_native = True
+                        continue
+                    after_native = False
+                    kept.append(line + b"\n")
                 if kept:
-                    os.write(real_stderr, kept)
+                    os.write(real_stderr, b"".join(kept))
             if pending and not is_native_log(pending):
                 os.write(real_stderr, pending)
 
