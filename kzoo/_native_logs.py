@@ -21,8 +21,9 @@ NATIVE_LINE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [^\s\]]+:\d
                          rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
 
 
-# Lines that are never part of a native message: kzoo's own, and Python's tracebacks.
-OURS = (b"kzoo", b"Traceback", b"  File ", b"    ")
+# The unprefixed second lines of TensorFlow's multi-line native messages (cpu_feature_guard). Only these
+# known ones are dropped: any other line after a native one may be a program's own (kzoo bench's progress).
+CONTINUATIONS = (b"To enable the following instructions:",)
 
 
 def is_native_log(line: bytes) -> bool:
@@ -48,13 +49,10 @@ def filter_stderr() -> None:
                 *lines, pending = pending.split(b"\n")
                 kept = []
                 for line in lines:
-                    # A multi-line native message (cpu_feature_guard's "To enable the following
-                    # instructions: ...") continues without a prefix; ours always start with "kzoo".
-                    if is_native_log(line) or (after_native and not line.startswith(OURS)):
-                        after_native = True
-                        continue
-                    after_native = False
-                    kept.append(line + b"\n")
+                    native = is_native_log(line) or (after_native and line.startswith(CONTINUATIONS))
+                    after_native = native
+                    if not native:
+                        kept.append(line + b"\n")
                 if kept:
                     os.write(real_stderr, b"".join(kept))
             if pending and not is_native_log(pending):
