@@ -35,6 +35,36 @@ def write_checkpoint(path, arrays: dict, version: str = "V2") -> str:
     return str(path)
 
 
+def randomise_graph_variables(session, rng, weight_gain: dict | None = None) -> None:
+    """Assign random values to every global variable of ``session``'s graph (a TF-slim net), by the rules of
+    ``compat.random_value``: He-normal weights, BatchNorm gamma near sqrt(0.1) and variances near 0.1
+    (near 1 where the layer has no gamma -- slim's default ``scale=False``), random betas, moving means
+    and biases. The same rules as the keras.applications harness, for the same reason: every layer's
+    weights must show in the logits, or a wrong mapping can still "match".
+
+    ``weight_gain`` ({scope substring: factor}) scales chosen weights, e.g. the last conv of every residual
+    unit. Values are fed through placeholders (constants in the graph, or Variable.load, are much slower).
+    """
+    import tensorflow as tf
+
+    from compat import layers_with_gamma, random_value
+
+    variables = tf.compat.v1.global_variables()
+    with_gamma = layers_with_gamma(v.op.name for v in variables)
+    assignments, feed = [], {}
+    for var in variables:
+        name, shape = var.op.name, tuple(var.shape.as_list())
+        value = random_value(name.split("/")[-1], shape, rng, with_gamma=name.rsplit("/", 1)[0] in with_gamma)
+        if value is None:
+            continue
+        if weight_gain and name.split("/")[-1].endswith("weights"):
+            value = value * next((g for key, g in weight_gain.items() if key in name), 1.0)
+        placeholder = tf.compat.v1.placeholder(var.dtype.base_dtype, shape)
+        assignments.append(var.assign(placeholder))
+        feed[placeholder] = np.asarray(value, var.dtype.base_dtype.as_numpy_dtype)
+    session.run(assignments, feed)
+
+
 def read_all(path) -> dict:
     import tensorflow as tf
 

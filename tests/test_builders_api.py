@@ -10,9 +10,19 @@ import warnings
 import numpy as np
 import pytest
 
-BUILDERS = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2", "VGG16", "VGG19",
-            "Xception", "InceptionV3", "InceptionResNetV2", "DenseNet121", "DenseNet169", "DenseNet201",
-            "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"]
+from kzoo import index
+
+# Every kzoo builder that keras.applications also has, from the index: a model added later is compared
+# without anyone editing a list. The modern families have their own layout tests (test_compat_modern.py).
+_MODERN = {"efficientnet", "efficientnet_v2", "convnext", "nasnet"}
+_KERAS_APPLICATIONS = {"ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtSmall", "ConvNeXtTiny", "ConvNeXtXLarge", "DenseNet121",
+                       "DenseNet169", "DenseNet201", "InceptionResNetV2", "InceptionV3", "MobileNet", "MobileNetV2",
+                       "MobileNetV3Large", "MobileNetV3Small", "NASNetLarge", "NASNetMobile", "ResNet101",
+                       "ResNet101V2", "ResNet152", "ResNet152V2", "ResNet50", "ResNet50V2", "VGG16", "VGG19",
+                       "Xception", *(f"EfficientNetB{i}" for i in range(8)),
+                       *(f"EfficientNetV2{v}" for v in ("B0", "B1", "B2", "B3", "S", "M", "L"))}
+BUILDERS = sorted(row.builder for row in index.MODELS.values()
+                  if row.public and row.builder in _KERAS_APPLICATIONS and row.family not in _MODERN)
 SMALLEST = {"Xception": 71, "InceptionV3": 75, "InceptionResNetV2": 75}
 HEAVY = {"ResNet101", "ResNet152", "ResNet101V2", "ResNet152V2", "VGG19", "InceptionResNetV2", "DenseNet169",
          "DenseNet201"}

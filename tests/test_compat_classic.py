@@ -2,7 +2,10 @@
 
 For every builder, top and notop, at the smallest input it accepts: a tf_keras-written legacy h5 loads into
 kzoo by name and by Keras' own order-based loader, kzoo's saved weights load back into keras.applications,
-and outputs agree within 1e-5 relative in float64; layer names, weight names and shapes match one for one.
+and outputs (logits, with the head; the softmax head is proven on them) agree within 1e-5 relative in
+float64; layer names, weight names and shapes match one for one. Every case first asserts that two inputs
+move the reference's output by >= 1e-3 relative (compat.assert_outputs_differ), so the comparison can see
+a mapping error.
 """
 
 from __future__ import annotations

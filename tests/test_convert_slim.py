@@ -1,11 +1,14 @@
 """TF-slim checkpoints -> kzoo models, proven against TF-slim's own logits.
 
-For each net: build it in a ``tf.Graph()`` with random weights, BN statistics and biases, save V1
-and V2 checkpoints and a ``.tar.gz`` of them, convert each, check the three h5 files agree, load
-one into the kzoo model and compare logits with slim's on the same random inputs (float32,
-max |diff| / max |slim logit| < 1e-4). vgg_16/19 and resnet_v2_50/101/152 and inception_v3 come from
-the tf_slim package; mobilenet_v2(_140) and nasnet_mobile are not in it, so this file holds an
-independent TF1 reference of each (tf_slim layers, the published definition and variable names).
+For each net: build it in a ``tf.Graph()`` with random weights, BN statistics and biases (the
+harness' rules, ``_ckpt_helpers.randomise_graph_variables``: He-normal kernels, BN variances near 0.1,
+so every layer shows in the logits), save V1 and V2 checkpoints and a ``.tar.gz`` of them, convert each,
+check the three h5 files agree, load one into the kzoo model and compare logits with slim's on the same
+random inputs (float32, max |diff| / max |slim logit| < 1e-4), after asserting that the batch's two
+inputs move slim's logits by >= 100x that (``compat.assert_outputs_differ``). vgg_16/19 and
+resnet_v2_50/101/152 and inception_v3 come from the tf_slim package; mobilenet_v2(_140) and nasnet_mobile
+are not in it, so this file holds an independent TF1 reference of each (tf_slim layers, the published
+definition and variable names).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ tf = pytest.importorskip("tensorflow")
 slim = pytest.importorskip("tf_slim")
 
 import keras  # noqa: E402
-from _ckpt_helpers import make_tar, read_all, saver, v2_files, write_checkpoint  # noqa: E402
+from _ckpt_helpers import make_tar, randomise_graph_variables, read_all, saver, v2_files, write_checkpoint  # noqa: E402
+from compat import assert_outputs_differ  # noqa: E402
 
 import kzoo  # noqa: E402
 import kzoo.convert as convert  # noqa: E402
@@ -208,16 +212,6 @@ SIZES = {"resnet_v2_50": 64, "resnet_v2_101": 64, "resnet_v2_152": 64, "vgg_16":
 BGR_INPUT = {"vgg_16", "vgg_19"}
 
 
-def _randomised(name, value, rng):
-    """Random BN statistics, gammas, betas and biases (initialisers leave them 1/0, hiding swaps)."""
-    leaf = name.rsplit("/", 1)[-1]
-    if leaf in ("gamma", "moving_variance"):
-        return rng.uniform(0.5, 1.5, value.shape).astype(value.dtype)
-    if leaf in ("beta", "moving_mean", "biases"):
-        return rng.normal(0.0, 0.1, value.shape).astype(value.dtype)
-    return value  # weights: slim's random initialisers
-
-
 @dataclass
 class SlimNet:
     name: str
@@ -238,14 +232,9 @@ def build_slim_net(root: Path, name: str, batch: int = 2, seed: int = 0) -> Slim
     with graph.as_default():
         images = tf.compat.v1.placeholder(tf.float32, (None, size, size, 3))
         logits = _slim_net(name)(images)
-        variables = tf.compat.v1.global_variables()
-        feeds = [tf.compat.v1.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
-        assign = tf.group(*[v.assign(f) for v, f in zip(variables, feeds)])
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            values = session.run(variables)
-            session.run(assign, {f: _randomised(v.op.name, value, rng)
-                                 for v, f, value in zip(variables, feeds, values)})
+            randomise_graph_variables(session, rng)
             expected = session.run(logits, {images: inputs})
             saver("V1").save(session, str(v1), write_meta_graph=False)
             saver("V2").save(session, str(v2), write_meta_graph=False)
@@ -287,6 +276,16 @@ def _require_builder(name):
 
 def _relative_error(actual, expected):
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def _assert_logits_match(actual, expected):
+    """kzoo's logits within TOLERANCE of slim's, after asserting that the batch's two different inputs move
+    slim's logits by >= 100x TOLERANCE (else a wrong mapping could still match)."""
+    assert actual.shape == expected.shape and len(expected) >= 2
+    change = assert_outputs_differ(expected[:1], expected[1:2], TOLERANCE, "slim logits")
+    error = _relative_error(actual, expected)
+    print(f"input sensitivity {change:.2e}, max relative logit error {error:.2e}")
+    assert error < TOLERANCE, f"max relative logit error {error:.2e}"
 
 
 def _kzoo_logits(name, weights, inputs, classes=1000, **kwargs):
@@ -336,7 +335,7 @@ def test_converted_logits_match_slim(name, slim_nets, tmp_path):
     expected = net.logits[:, 1:] if net.logits.shape[1] == 1001 else net.logits
     model, actual = _kzoo_logits(name, outputs["V2"], net.inputs)
     assert report.classes == 1000 and report.background_dropped == (net.logits.shape[1] == 1001)
-    assert _relative_error(actual, expected) < TOLERANCE
+    _assert_logits_match(actual, expected)
     assert np.argmax(actual, 1).tolist() == np.argmax(expected, 1).tolist()
 
     # Keras' own loader (legacy h5, by layer order) reads the same file into the same weights.
@@ -353,7 +352,7 @@ def test_keep_background(slim_nets, tmp_path):
     report = convert_checkpoint(net.v1, "resnet_v2_50", tmp_path / "bg.h5", keep_background=True)
     assert report.classes == 1001 and not report.background_dropped
     _, actual = _kzoo_logits("resnet_v2_50", report.output, net.inputs, classes=1001)
-    assert _relative_error(actual, net.logits) < TOLERANCE
+    _assert_logits_match(actual, net.logits)
 
 
 def test_notop_file(slim_nets, tmp_path):
@@ -489,7 +488,7 @@ def test_tione_weights_convert_once(slim_nets, tmp_path, monkeypatch):
     for a, b in zip(model.weights, again.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     _, actual = _kzoo_logits("resnet_v2_50", converted[0], net.inputs)
-    assert _relative_error(actual, net.logits[:, 1:]) < TOLERANCE
+    _assert_logits_match(actual, net.logits[:, 1:])
 
 
 def test_converted_weights_path_keys(slim_nets, tmp_path, monkeypatch):
@@ -504,3 +503,68 @@ def test_converted_weights_path_keys(slim_nets, tmp_path, monkeypatch):
     entry.include_top = False
     second = converted_weights_path(entry, net.archive)
     assert second != first and "notop" in second.name
+
+
+# ---------------------------------------------------------------------------------------------
+# shufflenet_v2_050: the head's class order is the registry entry's conversion.label_order;
+# KZOO_SHUFFLENET_LABELS overrides it.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shufflenet_checkpoint(tmp_path_factory):
+    """A random checkpoint with every variable the shufflenet_v2_050 rules read (slim layouts are Keras')."""
+    from kzoo.convert._base import RuleContext
+    from kzoo.convert.slim_shufflenet import shufflenet_v2_rules
+
+    keras.backend.clear_session()
+    model = kzoo.create_model("shufflenet_v2_050", weights=None)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for rule in shufflenet_v2_rules(model, RuleContext("shufflenet_v2_050", 1000, False, True)):
+        shape = {w.name: w.shape for w in model.get_layer(rule.layer).weights}[rule.weight]
+        arrays[rule.variable] = rng.normal(0, 0.1, shape).astype(np.float32)
+    return write_checkpoint(tmp_path_factory.mktemp("shufflenet") / "model.ckpt", arrays, "V2"), arrays
+
+
+def _converted_bias(path):
+    return dict(dict(read_weights(path))["predictions"])["predictions/bias:0"]
+
+
+def test_shufflenet_label_order_from_registry_entry(shufflenet_checkpoint, tmp_path, monkeypatch):
+    from kzoo import registry
+    from kzoo.convert.slim_shufflenet import LABELS_ENV
+
+    checkpoint, arrays = shufflenet_checkpoint
+    bias = arrays["classifier/biases"]
+    monkeypatch.delenv(LABELS_ENV, raising=False)
+    monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "cache"))
+
+    # The shipped entry says ILSVRC devkit order, whose list kzoo does not ship: the head needs the file.
+    shipped = registry.get_entry("shufflenet_v2_050.tione").conversion
+    assert shipped["label_order"] == "ilsvrc_devkit"
+    with pytest.raises(ConversionError, match=f"ilsvrc_devkit order.*{LABELS_ENV}"):
+        convert_checkpoint(checkpoint, "shufflenet_v2_050", tmp_path / "x.h5", conversion=shipped)
+    # A file converted without an entry reads the registered checkpoint's block.
+    with pytest.raises(ConversionError, match=f"ilsvrc_devkit order.*{LABELS_ENV}"):
+        convert_checkpoint(checkpoint, "shufflenet_v2_050", tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+    # Without the head no order is needed.
+    convert_checkpoint(checkpoint, "shufflenet_v2_050", tmp_path / "notop.h5", include_top=False, conversion=shipped)
+
+    # An entry whose head is in Keras' order: converted_weights_path hands its block to the rule, which
+    # copies the head as is.
+    entry = types.SimpleNamespace(model="shufflenet_v2_050", include_top=True, sha256="0" * 64,
+                                  conversion={**shipped, "label_order": "alphabetical"})
+    np.testing.assert_array_equal(_converted_bias(converted_weights_path(entry, Path(checkpoint).parent)), bias)
+
+    # The environment variable overrides the entry: its file is the checkpoint's order, whatever label_order says.
+    index = kzoo.preprocessing.class_index()
+    keras_wnids = [index[str(k)][0] for k in range(1000)]
+    order = np.random.default_rng(1).permutation(1000)  # checkpoint column j holds Keras class order[j]
+    (tmp_path / "wnids.txt").write_text("\n".join(keras_wnids[k] for k in order))
+    monkeypatch.setenv(LABELS_ENV, str(tmp_path / "wnids.txt"))
+    for label_order in ("alphabetical", "ilsvrc_devkit"):
+        report = convert_checkpoint(checkpoint, "shufflenet_v2_050", tmp_path / f"{label_order}.h5",
+                                    conversion={**shipped, "label_order": label_order})
+        np.testing.assert_array_equal(_converted_bias(report.output), bias[np.argsort(order)])
