@@ -33,6 +33,13 @@ class IncompatibleWeights(KzooError, ValueError):
     """A weight file does not fit the model (missing, unexpected or wrongly shaped weights)."""
 
 
+class WeightsFileError(KzooError, OSError):
+    """A weight file is truncated, damaged or not a weight file at all (``weights=PATH``, ``kzoo.load_weights``).
+
+    An OSError too, as h5py's own error for a damaged file was, so existing ``except OSError`` still holds.
+    """
+
+
 class ConversionError(KzooError):
     """A checkpoint could not be converted into Keras weights."""
 
@@ -43,3 +50,13 @@ class UnsafeArchive(ConversionError):
 
 class InvalidFeatureIndex(KzooError, ValueError):
     """``out_indices`` asks for a stride the network does not have (``create_model(..., features_only=True)``)."""
+
+
+class ExportError(KzooError):
+    """``kzoo.export`` could not produce the artifact: an unknown format, a layer the format cannot hold, an
+    unwritable or already existing path, a missing engine. Nothing is left at the path asked for."""
+
+
+class ParityError(ExportError):
+    """An exported artifact, run in its own runtime, differs from the Keras model by more than the format's
+    tolerance; the artifact was discarded."""

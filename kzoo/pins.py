@@ -5,11 +5,19 @@ The first verified download of a ``trust == "tofu"`` file records its sha256 in 
 later loads are checked against it. Pins are keyed by entry id. This module takes entries as given and
 never reads the registry; ``kzoo.registry`` wraps ``pinned_sha256`` / ``record_pin`` to accept a
 registered id as well.
+
+The pin file is where trust comes from, so it is read strictly: anything but a ``{"schema_version": 1,
+"pins": {id: {"sha256", "size", "file_name", "source", "recorded", "check"}}}`` document is a RegistryError
+naming the file. Each pin recorded by kzoo carries ``check``, a digest of its id, sha256 and file name: a
+damaged file whose JSON still parses (one flipped character in an id would unpin the entry, and the next
+download would be trusted afresh) is then an error instead. The check guards against damage, not against
+someone who can write the file. A pin written by hand may leave ``check`` out.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -17,9 +25,13 @@ import tempfile
 from pathlib import Path
 
 from kzoo.errors import HashMismatch, RegistryError
+from kzoo.registry_schema import read_json
 
 ENV_PINS = "KZOO_PINS"
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_PIN_FIELDS = {"sha256", "size", "file_name", "source", "recorded", "check"}
+_FIX = ("Restore it from a backup, or delete the damaged pin (or the file): a pin is recorded again on the next "
+        "verified download, which is then trusted on first use.")
 
 
 def pins_path() -> Path:
@@ -31,18 +43,55 @@ def pins_path() -> Path:
     return Path(config) / "kzoo" / "pins.json"
 
 
+def pin_check(entry_id: str, sha256: str, file_name: str | None) -> str:
+    """The ``check`` of a pin: a digest of what the pin asserts (id, sha256, file name)."""
+    text = json.dumps([entry_id, sha256.lower(), file_name], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _pin_problem(entry_id: str, pin) -> str | None:
+    if not isinstance(pin, dict):
+        return f"is {type(pin).__name__}, not an object"
+    unknown = sorted(set(pin) - _PIN_FIELDS)
+    if unknown:
+        return f"has unknown field(s) {unknown}"
+    sha256 = pin.get("sha256")
+    if not isinstance(sha256, str) or not SHA256_HEX.match(sha256.lower()):
+        return f"sha256 {sha256!r} is not a 64-digit hex string"
+    file_name = pin.get("file_name")
+    if file_name is not None and not (isinstance(file_name, str) and file_name):
+        return f"file_name {file_name!r} is not a file name"
+    size = pin.get("size")
+    if size is not None and (type(size) is not int or size < 0):
+        return f"size {size!r} is not a number of bytes"
+    for key in ("source", "recorded"):
+        if not isinstance(pin.get(key), (str, type(None))):
+            return f"{key} {pin.get(key)!r} is not text"
+    if "check" in pin and pin["check"] != pin_check(entry_id, sha256, file_name):
+        return ("its check does not match its id, sha256 and file name (the file was damaged, or edited by "
+                "hand: a hand-edited pin may leave 'check' out)")
+    return None
+
+
 def _load_pins(path: Path | None = None) -> dict:
     path = path or pins_path()
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_json(path, "Pin file", _FIX)
     except FileNotFoundError:
         return {}
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"Pin file {path} is unreadable ({exc}). Fix or delete it; pins are re-recorded "
-                            f"on the next verified download.") from exc
     pins = doc.get("pins") if isinstance(doc, dict) else None
     if not isinstance(pins, dict):
-        raise RegistryError(f"Pin file {path} has no 'pins' object. Fix or delete it.")
+        raise RegistryError(f"Pin file {path} has no 'pins' object. {_FIX}")
+    unknown = sorted(set(doc) - {"schema_version", "pins"})
+    if unknown:
+        raise RegistryError(f"Pin file {path} has unknown field(s) {unknown}. {_FIX}")
+    version = doc.get("schema_version", 1)
+    if type(version) is not int or version != 1:
+        raise RegistryError(f"Pin file {path}: schema_version must be 1 (found {version!r}). {_FIX}")
+    for entry_id, pin in pins.items():
+        problem = _pin_problem(entry_id, pin)
+        if problem:
+            raise RegistryError(f"Pin file {path}, pin {entry_id!r}: {problem}. {_FIX}")
     return pins
 
 
@@ -53,12 +102,13 @@ def pinned_sha256(entry) -> str | None:
     ``kzoo.registry.pinned_sha256`` also takes a registered id.
     """
     if isinstance(entry, str):
-        return (_load_pins().get(entry) or {}).get("sha256")
+        pin = _load_pins().get(entry)
+        return pin["sha256"].lower() if pin else None
     if entry.sha256:
         return entry.sha256
     pin = _load_pins().get(entry.id)
     if pin and pin.get("file_name") in (None, entry.file_name):
-        return pin.get("sha256")
+        return pin["sha256"].lower()
     return None
 
 
@@ -83,7 +133,7 @@ def record_pin(entry, sha256: str, size: int | None = None, source: str | None =
         pins = _load_pins(path)
         old = pins.get(entry_id)
         if old and old.get("file_name") in (None, file_name):
-            if old.get("sha256") == sha256:
+            if old["sha256"].lower() == sha256:
                 return path
             raise HashMismatch(
                 f"Weights '{entry_id}' ({file_name or old.get('file_name')}): the pin file {path} recorded "
@@ -92,6 +142,7 @@ def record_pin(entry, sha256: str, size: int | None = None, source: str | None =
         pins[entry_id] = {
             "sha256": sha256, "size": size, "file_name": file_name, "source": source,
             "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "check": pin_check(entry_id, sha256, file_name),
         }
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pins.", suffix=".tmp")
         try:

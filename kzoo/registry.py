@@ -31,7 +31,7 @@ from kzoo import index, pins
 from kzoo.errors import RegistryError, UnknownWeights
 # Also part of this module's API, as before they moved: ENV_PINS, pins_path, user_pins, SCHEMA_PATH, schema_errors.
 from kzoo.pins import ENV_PINS, SHA256_HEX, pins_path, user_pins  # noqa: F401
-from kzoo.registry_schema import SCHEMA_PATH, load_schema, schema_errors
+from kzoo.registry_schema import SCHEMA_PATH, load_schema, read_json, schema_errors
 
 SCHEMA_VERSION = 1
 REGISTRY_PATH = Path(__file__).with_name("weights_registry.json")
@@ -147,13 +147,12 @@ def _entry_label(raw: Any, index: int) -> str:
 def _parse_file(path: Path, validate: bool) -> list[WeightsEntry]:
     """Read one registry file into entries; every problem is a RegistryError naming file and entry."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RegistryError(f"Registry file {path} cannot be read ({exc}). Fix or remove it from ${ENV_REGISTRY}.") from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"Registry file {path} is not valid JSON: {exc}. Fix the file or remove it from "
+        if validate:  # a user's file: read strictly (duplicate keys, deep nesting, bad bytes are errors)
+            doc = read_json(path, "Registry file", f"Fix the file or remove it from ${ENV_REGISTRY}.")
+        else:  # the shipped registry, validated by the test suite: the plain parser is 3x faster
+            doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RegistryError(f"Registry file {path} cannot be read ({exc}). Fix or remove it from "
                             f"${ENV_REGISTRY}.") from exc
     if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
         found = doc.get("schema_version") if isinstance(doc, dict) else type(doc).__name__
@@ -178,7 +177,7 @@ def _parse_file(path: Path, validate: bool) -> list[WeightsEntry]:
                                     f"Fix the entry (format: {SCHEMA_PATH.name}).")
         try:
             entry = _make_entry(raw, str(path))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"Registry file {path}, {label}: {exc}. Fix the entry "
                                 f"(format: {SCHEMA_PATH.name}).") from exc
         if entry.id in seen:
@@ -341,7 +340,15 @@ def get_entry(entry_id: str) -> WeightsEntry:
     except KeyError:
         close = difflib.get_close_matches(entry_id, list(registry), n=5, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownWeights(f"No weights entry {entry_id!r}.{hint} Run `kzoo list` to see every id.") from None
+        raise UnknownWeights(f"No weights entry {entry_id!r}.{hint} Run `kzoo list` to see every id."
+                             f"{_overlays_text(registry)}") from None
+
+
+def _overlays_text(registry: Registry) -> str:
+    """Where user entries came from, for a look-up that failed (an edited or damaged overlay may be why)."""
+    if not registry.files:
+        return ""
+    return f" User entries are read from ${ENV_REGISTRY}: {', '.join(registry.files)}."
 
 
 def _candidates(model: str, tag: str, include_top: bool, variant: dict) -> list[WeightsEntry]:

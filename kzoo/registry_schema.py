@@ -1,4 +1,5 @@
-"""Validation of registry files against ``weights_registry.schema.json``.
+"""Validation of registry files against ``weights_registry.schema.json``, and the strict JSON reading of
+users' files (registry overlays, the pin file).
 
 kzoo carries its own validator for the JSON Schema subset the registry schema uses (no jsonschema
 dependency); a keyword outside that subset is an error, so the schema cannot say more than is checked.
@@ -13,6 +14,70 @@ from pathlib import Path
 from kzoo.errors import RegistryError
 
 SCHEMA_PATH = Path(__file__).with_name("weights_registry.schema.json")
+
+
+MAX_DEPTH = 32  # registry files nest 6 levels deep; pin files 3
+
+
+class _JsonProblem(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    # json keeps the last of two equal keys silently; in a damaged file that can hide an entry or a pin
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise _JsonProblem(f"the key(s) {twice} appear twice in one object")
+    return dict(pairs)
+
+
+def _finite(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _JsonProblem(f"the number {text[:20]} is too large")
+    return value
+
+
+def _not_a_number(name):
+    raise _JsonProblem(f"{name} is not a JSON number")
+
+
+def _depth(doc) -> int:
+    """How deeply ``doc`` nests (iteratively: the recursive validators must not meet a deep document)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_json(path: Path, what: str, fix: str):
+    """The JSON document in a user's file, read strictly: not UTF-8, not JSON, a key twice in one object,
+    a non-finite or over-long number, or nesting deeper than MAX_DEPTH is a RegistryError that names the file
+    (``what`` describes it, ``fix`` says what to do). FileNotFoundError passes through."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise RegistryError(f"{what} {path} cannot be read ({exc}). {fix}") from exc
+    try:
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_float=_finite,
+                         parse_constant=_not_a_number)
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{what} {path} is not UTF-8 text (byte {exc.start}). {fix}") from exc
+    except RecursionError as exc:
+        raise RegistryError(f"{what} {path} nests too deeply to be a {what.lower()}. {fix}") from exc
+    except ValueError as exc:  # JSONDecodeError, _JsonProblem, an integer of more than 4300 digits
+        raise RegistryError(f"{what} {path} is not valid JSON: {exc}. {fix}") from exc
+    if _depth(doc) > MAX_DEPTH:
+        raise RegistryError(f"{what} {path} nests more than {MAX_DEPTH} levels deep. {fix}")
+    return doc
 
 
 def load_schema() -> dict:

@@ -1,5 +1,6 @@
 """kzoo.formats.tf_checkpoint: V1/V2/folder/archive reading, and the errors for bad inputs."""
 
+import gzip
 import io
 import os
 import shutil
@@ -283,3 +284,86 @@ def test_tensorflow_is_imported_lazily():
             "sys.exit('tensorflow' in sys.modules)")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Damage the stdlib readers let through or report with their own exceptions (issue 15, found by fuzzing:
+# tests/test_fuzz_readers.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def _tar_bytes(files: dict) -> tuple[bytes, dict]:
+    """An uncompressed tar of {name: Path} and each member's header offset."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, source in files.items():
+            tar.add(str(source), arcname=name)
+    data = buffer.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        offsets = {m.name: m.offset for m in tar.getmembers()}
+    return data, offsets
+
+
+def test_damaged_tar_header_is_not_taken_for_the_end(ckpts, tmp_path):
+    """tarfile reads a damaged header after the first as the end of the archive, without an error, so the
+    members after it vanish. A checkpoint followed by a README, whose header is damaged, loaded before."""
+    readme = tmp_path / "README.txt"
+    readme.write_text("notes\n" * 100)
+    files = {f"model/{f.name}": f for f in v2_files(ckpts["V2"])} | {"model/README.txt": readme}
+    data, offsets = _tar_bytes(files)
+    damaged = bytearray(data)
+    damaged[offsets["model/README.txt"] + 3] ^= 0x20  # a name byte: the header checksum no longer matches
+    archive = tmp_path / "damaged.tar.gz"
+    archive.write_bytes(gzip.compress(bytes(damaged)))
+    with pytest.raises(ConversionError, match=rf"{archive}: the archive is damaged: a tar header cannot be read"):
+        open_checkpoint(archive, workdir=tmp_path / "work")
+    assert not any((tmp_path / "work").iterdir())
+    archive.write_bytes(gzip.compress(data))  # the same archive undamaged opens
+    with open_checkpoint(archive, workdir=tmp_path / "work") as ckpt:
+        _check_contents(ckpt)
+
+
+def test_gzip_checksum_is_checked(ckpts, tmp_path):
+    """tarfile's stream reader never checks gzip's CRC-32; a gzip whose CRC does not match its data is damaged."""
+    data, _ = _tar_bytes({f.name: f for f in v2_files(ckpts["V2"])})
+    packed = bytearray(gzip.compress(data))
+    packed[-8] ^= 0x01  # the trailer's CRC-32 (then the length)
+    archive = tmp_path / "badcrc.tar.gz"
+    archive.write_bytes(bytes(packed))
+    with pytest.raises(ConversionError, match=rf"{archive}: the archive is damaged or truncated.*CRC"):
+        open_checkpoint(archive, workdir=tmp_path / "work")
+
+
+def _zip_fields(path) -> dict:
+    data = path.read_bytes()
+    local = data.index(b"PK\x03\x04")
+    name_len, extra_len = int.from_bytes(data[local + 26:local + 28], "little"), int.from_bytes(
+        data[local + 28:local + 30], "little")
+    return {"central": data.index(b"PK\x01\x02"), "data": local + 30 + name_len + extra_len}
+
+
+@pytest.mark.parametrize("damage", ["version", "deflate"])
+def test_zip_damage_zipfile_reports_with_other_exceptions(ckpts, tmp_path, damage):
+    """zipfile raises NotImplementedError for a damaged "version needed" field and zlib.error for a damaged
+    deflate block; both must be the archive error."""
+    archive = make_zip(tmp_path / "net.zip", {"net/net.ckpt": ckpts["V1"]})
+    data = bytearray(archive.read_bytes())
+    fields = _zip_fields(archive)
+    if damage == "version":
+        data[fields["central"] + 6:fields["central"] + 8] = (148).to_bytes(2, "little")  # "version 14.8"
+    else:
+        data[fields["data"]] = 0x07  # final block of the reserved type 3: "invalid block type"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ConversionError, match=rf"{archive}: the zip archive is damaged or truncated"):
+        open_checkpoint(archive, workdir=tmp_path / "work")
+    assert not any((tmp_path / "work").iterdir())
+
+
+def test_errors_inside_an_archive_name_the_archive_not_the_temp_folder(ckpts, tmp_path):
+    data_file = next(f for f in v2_files(ckpts["V2"]) if ".data-" in f.name)
+    archive = make_tar(tmp_path / "noindex.tar.gz", {f"model/{data_file.name}": data_file})
+    work = tmp_path / "work"
+    with pytest.raises(ConversionError, match=rf"^{archive}: in the archive, model/model.ckpt.data-00000-of-00001: "
+                                              r"the V2 checkpoint's index file 'model.ckpt.index' is missing") as info:
+        open_checkpoint(archive, workdir=work)
+    assert str(work) not in str(info.value)  # the extraction folder is gone when the user reads this

@@ -88,15 +88,17 @@ class Weights:
         path, entry = self.local_file(**variant)
         # A checkpoint that only exists with its head also serves include_top=False: the head is extra.
         allow_unexpected = entry is not None and entry.include_top and not self.include_top
-        _load_file(model, path, legacy_names, allow_unexpected=allow_unexpected)
+        # A registry file was hash-verified by sources.fetch: HDF5 cannot be fed a damaged one, so the
+        # child-process probe that guards a user's own file (keras_h5's docstring) is not needed.
+        _load_file(model, path, legacy_names, allow_unexpected=allow_unexpected, probe=entry is None)
         return model
 
 
-def _load_file(model, path, legacy_names=None, **kwargs):
+def _load_file(model, path, legacy_names=None, *, probe=True, **kwargs):
     from kzoo.formats import keras_h5
 
-    if legacy_names is not None and keras_h5.is_legacy_h5(path):
-        file_layers = keras_h5.read_weights(path)
+    if legacy_names is not None and keras_h5.is_legacy_h5(path, probe=probe):
+        file_layers = keras_h5.read_weights(path, probe=probe)
         renamed = [(legacy_names(name), weights) for name, weights in file_layers]
         if any(new != old for (new, _), (old, _) in zip(renamed, file_layers)):
             import tempfile
@@ -105,8 +107,8 @@ def _load_file(model, path, legacy_names=None, **kwargs):
             with tempfile.TemporaryDirectory(prefix="kzoo-renamed-") as tmp:
                 copy = os.path.join(tmp, os.path.basename(path))
                 keras_h5.write_weights(copy, renamed)
-                return keras_h5.load_weights(model, copy, **kwargs)
-    return keras_h5.load_weights(model, path, **kwargs)
+                return keras_h5.load_weights(model, copy, probe=False, **kwargs)  # our own copy
+    return keras_h5.load_weights(model, path, probe=probe, **kwargs)
 
 
 def dense_head(x, classes, classifier_activation):

@@ -16,18 +16,32 @@ written; so are archives over the size, member-count or compression-ratio limits
 Limits come from :class:`ArchiveLimits` (environment overrides: ``KZOO_ARCHIVE_MAX_BYTES``,
 ``KZOO_ARCHIVE_MAX_RATIO``).
 
+Damaged input (tests/test_fuzz_readers.py mutates real V1/V2 checkpoints and archives of them): every
+failure is a :class:`~kzoo.errors.ConversionError` that names the file, or the archive and its member. The
+stdlib readers needed help: tarfile reads a damaged header after the first as the end of the archive, without
+an error, and never checks gzip's CRC, so a tar is read through gzip/bz2/lzma (which check) and what follows
+its end must be zero padding; zipfile reports damage also as NotImplementedError, RuntimeError,
+UnicodeDecodeError, struct.error and zlib.error. TensorFlow's checkpoint reader raised an error (never
+crashed or hung) on every mutant tried, so checkpoints are opened in this process with no pre-check.
+
 TensorFlow is imported lazily, here only, when a checkpoint is opened.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import math
 import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -204,13 +218,39 @@ def _materialize_links(links, archive: Path):
         shutil.copyfile(source, target)
 
 
+def _decompressed(archive: Path):
+    """``archive`` opened through the module for its compression (by magic bytes), or as plain bytes. These
+    modules check the stream's own checksum (gzip's CRC-32 and length, bz2's and xz's CRCs) when it is read to
+    the end; tarfile's built-in stream reader never does."""
+    with open(archive, "rb") as handle:
+        head = handle.read(6)
+    if head[:2] == b"\x1f\x8b":
+        return gzip.open(archive, "rb")
+    if head[:3] == b"BZh":
+        return bz2.open(archive, "rb")
+    if head[:6] == b"\xfd7zXZ\x00":
+        return lzma.open(archive, "rb")
+    return open(archive, "rb")
+
+
+def _drain_after_end(tar: tarfile.TarFile, archive: Path):
+    """Read what follows the end of the tar: only zero padding may (the compressed stream's checksum is checked
+    on the way). tarfile takes a damaged header anywhere but first for the end of the archive, silently, so
+    a damaged archive would otherwise lose its later members without an error."""
+    while chunk := tar.fileobj.read(_COPY_CHUNK):
+        if chunk.count(0) != len(chunk):
+            raise ConversionError(
+                f"{archive}: the archive is damaged: a tar header cannot be read, and data follows it. "
+                f"Download it again.")
+
+
 def _extract_tar(archive: Path, dest: Path, limits: ArchiveLimits):
     budget = _Budget(archive, limits)
     links = []
     try:
         # Streaming mode: each header is checked before its data is read, so a bomb is stopped at
         # its first oversized member, and the archive is read once.
-        with tarfile.open(archive, mode="r|*") as tar:
+        with _decompressed(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 name = member.name
                 budget.member(name)
@@ -227,7 +267,8 @@ def _extract_tar(archive: Path, dest: Path, limits: ArchiveLimits):
                 else:
                     raise UnsafeArchive(
                         f"{archive}: member {name!r} is a device, FIFO or other special file. {_UNSAFE_FIX}")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+            _drain_after_end(tar, archive)
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:  # zlib: damaged deflate
         if isinstance(exc, UnsafeArchive):
             raise
         raise ConversionError(
@@ -268,7 +309,11 @@ def _extract_zip(archive: Path, dest: Path, limits: ArchiveLimits):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(info) as source:
                         _copy_limited(source, target, budget, name, info.file_size)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    # zipfile's own errors for damage: NotImplementedError for a damaged version or compression field,
+    # RuntimeError for a damaged "encrypted" flag, UnicodeDecodeError for a name under a damaged UTF-8 flag,
+    # struct.error for short records; zlib/lzma for damaged compressed data
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError,
+            UnicodeDecodeError, struct.error) as exc:
         raise ConversionError(
             f"{archive}: the zip archive is damaged or truncated ({exc}). Download it again.") from exc
     _materialize_links(links, archive)
@@ -404,10 +449,10 @@ class Checkpoint:
                             for k, v in self._reader.get_variable_to_shape_map().items()}
             self._dtypes = {k: v.name for k, v in self._reader.get_variable_to_dtype_map().items()}
         except Exception as exc:  # TF raises its own error classes; name the file and the fix
+            shown = self._shown(files[0] if files else path)
             self.close()
             if isinstance(exc, ConversionError):
                 raise
-            shown = files[0] if files else path
             raise ConversionError(
                 f"{shown}: TensorFlow cannot open this {fmt} checkpoint "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). The file is truncated, "
@@ -434,11 +479,21 @@ class Checkpoint:
             return np.asarray(self._reader.get_tensor(name))
         except Exception as exc:
             if name not in self._shapes:
-                raise ConversionError(f"{self.path}: no variable {name!r} in the checkpoint.") from exc
-            data = ", ".join(f.name for f in self.files if ".data-" in f.name) or self.path
+                raise ConversionError(f"{self._shown(self.path)}: no variable {name!r} in the checkpoint.") from exc
+            data = ", ".join(self._shown(f) for f in self.files if ".data-" in f.name) or self._shown(self.path)
             raise ConversionError(
                 f"{data}: reading variable {name!r} failed ({type(exc).__name__}: {exc}); the data file "
                 f"is truncated or corrupt. Download the checkpoint again.") from exc
+
+    def _shown(self, path) -> str:
+        """How an error names ``path``: as itself, or as a member of the archive it was extracted from (the
+        extraction folder is gone by the time the user reads the message)."""
+        if self._cleanup is not None:
+            try:
+                return f"{self.source} (member {Path(path).relative_to(self._cleanup).as_posix()})"
+            except ValueError:
+                pass
+        return str(path)
 
     def _check_data_size(self):
         """A truncated V2 data file opens fine and fails only on read; catch it up front."""
@@ -448,11 +503,11 @@ class Checkpoint:
                 itemsize = np.dtype(self._dtypes[name]).itemsize
             except TypeError:  # strings, resources: size unknown, skip the check
                 return
-            expected += int(np.prod(shape, dtype=np.int64)) * itemsize
+            expected += math.prod(shape) * itemsize  # Python ints: a damaged huge shape cannot wrap around
         data_files = [f for f in self.files if ".data-" in f.name]
         actual = sum(f.stat().st_size for f in data_files)
         if actual < expected:
-            names = ", ".join(str(f) for f in data_files)
+            names = ", ".join(self._shown(f) for f in data_files)
             self.close()
             raise ConversionError(
                 f"{names}: the data file is truncated ({actual} bytes, the index describes {expected}). "
@@ -528,7 +583,18 @@ def open_checkpoint(src, *, hint: str | None = None, limits: ArchiveLimits | Non
     folder = Path(tempfile.mkdtemp(prefix="kzoo-ckpt-", dir=workdir))
     try:
         extract_archive(source, folder, limits)
-        return _open_path(folder, source, hint, folder)
+        try:
+            return _open_path(folder, source, hint, folder)
+        except ConversionError as exc:
+            raise _named_by_archive(exc, source, folder) from exc
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _named_by_archive(exc: ConversionError, archive: Path, folder: Path) -> ConversionError:
+    """``exc`` as the user should read it: naming the archive and its members, not the extraction folder."""
+    text = str(exc).replace(str(folder) + os.sep, "").replace(str(folder), ".")
+    if str(archive) not in text:
+        text = f"{archive}: in the archive, {text}"
+    return type(exc)(text)
