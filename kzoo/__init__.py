@@ -24,6 +24,7 @@ _API = {
     "finetune": ("kzoo.finetune", None),
     "visualize": ("kzoo.visualize", None),
     "bench": ("kzoo.bench", None),
+    "export": ("kzoo.export", None),  # a callable package: kzoo.export(model, path, format=...)
     "preprocessing": ("kzoo.preprocessing", None),
 }
 _BUILDERS = tuple(sorted(index.public_builders()))

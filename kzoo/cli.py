@@ -1,4 +1,5 @@
-"""The ``kzoo`` command: list | info | fetch | verify | doctor here; convert and bench delegate to their modules.
+"""The ``kzoo`` command: list | info | fetch | verify | doctor | export | predict here; convert and bench delegate
+to their modules.
 
 Every failure kzoo expects (a ``KzooError``) is printed as one message on stderr with exit status 1;
 usage errors exit 2 (argparse). No traceback reaches the user for either.
@@ -62,9 +63,42 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
 
+    _add_deployment_commands(sub)
+
     for name, (_, summary) in _DELEGATED.items():
         sub.add_parser(name, help=summary, add_help=False)
     return parser
+
+
+def _add_deployment_commands(sub) -> None:
+    """``kzoo export`` and ``kzoo predict`` (their work is in kzoo.export; Keras loads only when they run)."""
+    p = sub.add_parser("export", help="export a model to SavedModel, ONNX, OpenVINO or LiteRT, proven by parity",
+                       description="Export a model with Keras' exporter, run the artifact in its own runtime "
+                                   "against the Keras model (seeded random images and a picture), and write its "
+                                   "provenance (kzoo.json in a folder artifact, FILE.kzoo.json beside a file). "
+                                   "Nothing is left at the path if any step fails.")
+    p.add_argument("model", help="a model name, e.g. resnet50")
+    p.add_argument("-o", "--output", required=True, metavar="PATH",
+                   help="folder (tf_saved_model, openvino) or file (onnx, litert: *.tflite)")
+    p.add_argument("--format", choices=("tf_saved_model", "onnx", "openvino", "litert"),
+                   help="default: from the file suffix (.onnx, .tflite)")
+    p.add_argument("--weights", metavar="TAG", help="a registry tag, a weights file, or 'none' (random); "
+                                                    "default: the model's default weights")
+    p.add_argument("--optimize", action="store_true",
+                   help="export optimize_for_inference's graph (without layers the format cannot hold)")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact (once the new one passed)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="a fixed batch (default: any batch)")
+    p.add_argument("--input-size", type=int, metavar="N", help="square input size (default: the model's)")
+    p.add_argument("--image", metavar="FILE", help="a picture for the parity check (default: a drawn scene)")
+
+    p = sub.add_parser("predict", help="print the top-5 ImageNet classes of image files",
+                       description="Top-5 classes of each image, preprocessed as the registry entry of the "
+                                   "weights (else the model) says, on Keras or an exported engine.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", required=True, help="a model name, e.g. resnet50")
+    p.add_argument("--weights", metavar="TAG", help="a registry tag, a weights file, or 'none'")
+    p.add_argument("--engine", default="keras", choices=("keras", "tensorflow", "onnxruntime", "openvino", "litert"),
+                   help="run on Keras (default) or on an artifact exported for this engine")
 
 
 def main(argv=None) -> int:
@@ -290,8 +324,31 @@ def _cmd_doctor(args) -> int:
     return report(args)
 
 
+def _weights_option(value):
+    return None if value is not None and value.lower() == "none" else value
+
+
+def _cmd_export(args) -> int:
+    from kzoo.export import export
+
+    kwargs = {} if args.weights is None else {"weights": _weights_option(args.weights)}
+    result = export(args.model, args.output, format=args.format, batch_size=args.batch_size,
+                    optimize=args.optimize, force=args.force, input_size=args.input_size, image=args.image,
+                    **kwargs)
+    print(result.summary())
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from kzoo.export.predict import format_predictions, predict
+
+    kwargs = {} if args.weights is None else {"weights": _weights_option(args.weights)}
+    print(format_predictions(predict(args.images, args.model, engine=args.engine, **kwargs)))
+    return 0
+
+
 _COMMANDS = {"list": _cmd_list, "info": _cmd_info, "fetch": _cmd_fetch, "verify": _cmd_verify,
-             "doctor": _cmd_doctor}
+             "doctor": _cmd_doctor, "export": _cmd_export, "predict": _cmd_predict}
 
 
 if __name__ == "__main__":  # pragma: no cover
