@@ -92,3 +92,21 @@ def make_zip(path, files: dict) -> Path:
             zf.write(str(source), arcname=name)
     return Path(path)
 
+
+
+def random_shufflenet_checkpoint(folder: Path):
+    """A random V2 checkpoint with every variable the shufflenet_v2_050 rules read; (prefix, arrays)."""
+    import keras
+
+    import kzoo
+    from kzoo.convert._base import RuleContext
+    from kzoo.convert.slim_shufflenet import shufflenet_v2_rules
+
+    keras.backend.clear_session()
+    model = kzoo.create_model("shufflenet_v2_050", weights=None)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for rule in shufflenet_v2_rules(model, RuleContext("shufflenet_v2_050", 1000, False, True)):
+        shape = {w.name: w.shape for w in model.get_layer(rule.layer).weights}[rule.weight]
+        arrays[rule.variable] = rng.normal(0, 0.1, shape).astype(np.float32)
+    return write_checkpoint(Path(folder) / "model.ckpt", arrays, "V2"), arrays

@@ -514,17 +514,9 @@ def test_converted_weights_path_keys(slim_nets, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def shufflenet_checkpoint(tmp_path_factory):
     """A random checkpoint with every variable the shufflenet_v2_050 rules read (slim layouts are Keras')."""
-    from kzoo.convert._base import RuleContext
-    from kzoo.convert.slim_shufflenet import shufflenet_v2_rules
+    from _ckpt_helpers import random_shufflenet_checkpoint
 
-    keras.backend.clear_session()
-    model = kzoo.create_model("shufflenet_v2_050", weights=None)
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for rule in shufflenet_v2_rules(model, RuleContext("shufflenet_v2_050", 1000, False, True)):
-        shape = {w.name: w.shape for w in model.get_layer(rule.layer).weights}[rule.weight]
-        arrays[rule.variable] = rng.normal(0, 0.1, shape).astype(np.float32)
-    return write_checkpoint(tmp_path_factory.mktemp("shufflenet") / "model.ckpt", arrays, "V2"), arrays
+    return random_shufflenet_checkpoint(tmp_path_factory.mktemp("shufflenet"))
 
 
 def _converted_bias(path):

@@ -460,22 +460,9 @@ def test_disk_full_while_a_partial_is_resumed_drops_it(server, register, tmp_pat
 def shufflenet_checkpoint(tmp_path_factory):
     """A random TF checkpoint with every variable the shufflenet_v2_050 rules read (written with TF)."""
     pytest.importorskip("tensorflow")
-    import keras
-    import numpy as np
+    from _ckpt_helpers import random_shufflenet_checkpoint
 
-    import kzoo
-    from _ckpt_helpers import write_checkpoint
-    from kzoo.convert._base import RuleContext
-    from kzoo.convert.slim_shufflenet import shufflenet_v2_rules
-
-    keras.backend.clear_session()
-    model = kzoo.create_model("shufflenet_v2_050", weights=None)
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for rule in shufflenet_v2_rules(model, RuleContext("shufflenet_v2_050", 1000, False, True)):
-        shape = {w.name: w.shape for w in model.get_layer(rule.layer).weights}[rule.weight]
-        arrays[rule.variable] = rng.normal(0, 0.1, shape).astype(np.float32)
-    return write_checkpoint(tmp_path_factory.mktemp("shufflenet") / "model.ckpt", arrays, "V2")
+    return random_shufflenet_checkpoint(tmp_path_factory.mktemp("shufflenet"))[0]
 
 
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
