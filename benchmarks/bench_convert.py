@@ -1,4 +1,5 @@
-"""Checkpoint -> h5 conversion speed for a resnet_v2_50-sized checkpoint (25.6 M floats, ~100 MB).
+"""Checkpoint -> h5 conversion speed for a resnet_v2_50-sized checkpoint (25.6 M floats, ~100 MB), and for
+PaddlePaddle's ResNet50 (v1.5) as the 2019 per-variable folder and as a .pdparams.
 
 Reports MB/s (checkpoint bytes read per second) and the ratio to the I/O floor: reading the
 checkpoint's bytes plus writing as many bytes as the h5 has, with plain file I/O. Goal: within 2x.
@@ -8,6 +9,7 @@ process): it costs the same for any checkpoint size and is not I/O. The cold fig
 model build, is in ``extra_info["cold_seconds"]``.
 
     python -m pytest benchmarks/bench_convert.py --benchmark-only -q -s
+    python -m pytest benchmarks/bench_convert.py --benchmark-only -q -s -k paddle    # the Paddle sources only
 """
 
 from __future__ import annotations
@@ -129,3 +131,57 @@ def test_convert_speed(benchmark, checkpoints, version):
     }
     benchmark.extra_info.update(info)
     print(f"\n{MODEL} {version}: {info}")
+
+
+# ---------------------------------------------------------------------------------------------
+# PaddlePaddle: ResNet50 (v1.5) from the 2019 per-variable folder and from a .pdparams
+# ---------------------------------------------------------------------------------------------
+
+PADDLE_MODEL = "resnet50_v1_5"
+
+
+@pytest.fixture(scope="module")
+def paddle_sources(tmp_path_factory):
+    """Random ResNet50 parameters under the 2019 names, as 267 LoDTensor files (kzoo's writer, byte-identical to
+    Paddle's save op: tests/test_paddle.py) and as one .pdparams pickle (what ``paddle.save`` writes)."""
+    import pickle
+
+    from kzoo.formats.paddle import write_tensor
+
+    plan, _ = _plan(PADDLE_MODEL, 1000, True, False, 1000, ())
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("bench_convert_paddle")
+    folder = root / "ResNet50_pretrained"
+    folder.mkdir()
+    arrays = {}
+    for _, slots in plan:
+        for slot in slots:
+            shape = slot.shape
+            if len(shape) == 4:  # Keras HWIO -> Paddle OIHW
+                shape = (shape[3], shape[2], shape[0], shape[1])
+            arrays[slot.rule.variable] = rng.standard_normal(shape, dtype=np.float32)
+            (folder / slot.rule.variable).write_bytes(write_tensor(arrays[slot.rule.variable]))
+    pdparams = root / "ResNet50_pretrained.pdparams"
+    pdparams.write_bytes(pickle.dumps(arrays, protocol=4))
+    return {"folder": folder, "pdparams": pdparams, "out": root / "out.h5"}
+
+
+@pytest.mark.parametrize("source", ["folder", "pdparams"])
+def test_convert_paddle_speed(benchmark, paddle_sources, source):
+    src, out = paddle_sources[source], paddle_sources["out"]
+    _plan.cache_clear()
+    start = time.perf_counter()
+    report = convert_checkpoint(src, PADDLE_MODEL, out)  # cold: builds the Keras model once
+    cold = time.perf_counter() - start
+    files = sorted(src.iterdir()) if src.is_dir() else [src]
+    read_bytes = sum(f.stat().st_size for f in files)
+    floor = _floor_seconds(files, report.bytes_written, out.with_suffix(".floor"))
+    report = benchmark.pedantic(convert_checkpoint, args=(src, PADDLE_MODEL, out), rounds=5, warmup_rounds=1,
+                                setup=lambda: out.unlink(missing_ok=True))
+    seconds = benchmark.stats.stats.min
+    info = {"source_MB": round(read_bytes / 1e6, 1), "files": len(files), "h5_MB": round(report.bytes_written / 1e6, 1),
+            "MB_per_s": round(read_bytes / 1e6 / seconds, 1), "floor_seconds": round(floor, 4),
+            "ratio_to_floor": round(seconds / floor, 2), "cold_seconds": round(cold, 2),
+            "family": _family(PADDLE_MODEL).name}
+    benchmark.extra_info.update(info)
+    print(f"\n{PADDLE_MODEL} {source}: {info}")

@@ -15,7 +15,8 @@ import sys
 from kzoo.errors import KzooError
 
 _DELEGATED = {
-    "convert": ("kzoo.convert", "convert a TF / TF-slim checkpoint into a Keras h5 weight file"),
+    "convert": ("kzoo.convert", "convert a TF / TF-slim checkpoint into a Keras h5 weight file "
+                                "(a Google BERT archive into a keras-hub preset)"),
     "bench": ("kzoo.bench", "measure model speed and memory"),
 }
 
@@ -250,6 +251,10 @@ def _describe_entry(entry) -> str:
         lines.append(row(label, value if value is not None else "unknown"))
     if entry.superseded_by:
         lines.append(row("superseded by", entry.superseded_by))
+        if entry.format == "keras-h5":
+            from kzoo.formats.keras_legacy import describe_release
+
+            lines.extend(row(label, text) for label, text in describe_release(entry))
     if entry.conversion:
         lines.append(row("conversion", entry.conversion))
     status = sources.cache_status(entry)

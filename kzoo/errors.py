@@ -29,6 +29,13 @@ class DownloadError(KzooError):
     """A source failed for a reason other than a hash mismatch."""
 
 
+class StorageError(KzooError, OSError):
+    """A file could not be written: the disk is full, a file-size limit was hit, or the folder is read-only.
+
+    The message names the folder, the bytes needed and a way out; ``errno`` is the operating system's.
+    """
+
+
 class IncompatibleWeights(KzooError, ValueError):
     """A weight file does not fit the model (missing, unexpected or wrongly shaped weights)."""
 
@@ -46,6 +53,10 @@ class ConversionError(KzooError):
 
 class UnsafeArchive(ConversionError):
     """An archive member would escape its folder, is a link out, or exceeds the size limits."""
+
+
+class MissingExtra(KzooError, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install "kzoo[...]"`` line."""
 
 
 class InvalidFeatureIndex(KzooError, ValueError):

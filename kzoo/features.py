@@ -152,4 +152,10 @@ def _densenet_overrides(model, reductions):
     return _last_per_stage(model, reductions, r"pool\d_relu", extra=("conv1_relu", "relu"))
 
 
-_OVERRIDES = {"resnet": _resnet_overrides, "resnet_v2": _resnet_overrides, "densenet": _densenet_overrides}
+def _ssd_overrides(model, reductions):
+    # SSD's maps branch off the trunk (Mixed_4c feeds Mixed_5a too): name them, not the trunk's last layers.
+    return _last_per_stage(model, reductions, r"Mixed_4c|Mixed_5c|Mixed_5c_2_Conv2d_\d_3x3_s2_\d+_relu6")
+
+
+_OVERRIDES = {"resnet": _resnet_overrides, "resnet_v2": _resnet_overrides, "densenet": _densenet_overrides,
+              "ssd_inception_v2": _ssd_overrides}

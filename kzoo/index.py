@@ -42,6 +42,7 @@ class ModelInfo:
     stages: tuple = ()  # the stage table (blocks per stage), read by the builder and the rule
     rule: str | None = None  # conversion rule module under kzoo.convert
     public: bool = True  # ``kzoo.<builder>`` is exported (registrations of another row's builder are not)
+    kind: str = "image"  # "image" (input_size x input_size x 3 pixels) or "text" (token ids; input_size = max length)
 
     @property
     def builder_path(self) -> Path:
@@ -64,6 +65,9 @@ def _rows():
         rows.append(ModelInfo(name, module, builder, family, size, preprocessing, **kw))
 
     add("xception", "xception", "Xception", "xception", 299, "tf")
+    for depth, stages in ((11, (1, 1, 2, 2, 2)), (13, (2, 2, 2, 2, 2))):  # PaddlePaddle's weights (no Keras file)
+        add(f"vgg{depth}", "vgg", f"VGG{depth}", "vgg", 224, "torch", weights_default="paddle", stages=stages,
+            rule="paddle_vgg")
     for depth, stages in ((16, (2, 2, 3, 3, 3)), (19, (2, 2, 4, 4, 4))):
         add(f"vgg{depth}", "vgg", f"VGG{depth}", "vgg", 224, "caffe", stages=stages)
         # slim's vgg_{depth}: the same network; the rule flips the input channels so caffe mode applies.
@@ -78,6 +82,13 @@ def _rows():
             stages=stages, rule="slim_resnet_v2")
         add(f"resnet_v1_{depth}", "resnet_v1", f"ResNetV1_{depth}", "resnet_v1", 224, "rgb_mean",
             weights_default="tione", stages=stages, rule="slim_resnet_v1")
+    for depth, stages in resnet_stages.items():  # stride on the 3x3, symmetric padding (PaddlePaddle's release)
+        add(f"resnet{depth}_v1_5", "resnet_v1_5", f"ResNet{depth}V1_5", "resnet", 224, "torch",
+            aliases=(f"resnet{depth}_v1b", f"resnet{depth}v1.5"), weights_default="paddle", stages=stages,
+            rule="paddle_resnet")
+    for depth, stages in ((50, (3, 4, 6, 3)), (101, (3, 4, 23, 3))):
+        add(f"se_resnext{depth}_32x4d", "se_resnext", f"SEResNeXt{depth}_32x4d", "resnet", 224, "torch",
+            weights_default="paddle", stages=stages, rule="paddle_se_resnext")
     add("inceptionv3", "inception_v3", "InceptionV3", "inception_v3", 299, "tf")
     add("inception_v3", "inception_v3", "InceptionV3", "inception_v3", 299, "tf", weights_default="tione",
         rule="slim_inception_v3", public=False)
@@ -88,7 +99,14 @@ def _rows():
         rule="slim_inception")
     add("inception_v4", "inception", "InceptionV4", "inception", 299, "tf", weights_default="tione",
         rule="slim_inception")
+    # The SSD feature extractor of the Object Detection API's ssd_inception_v2_coco (six feature maps).
+    add("ssd_inception_v2", "inception", "SSDInceptionV2", "ssd_inception_v2", 300, "tf", weights_default="coco",
+        rule="od_ssd_inception_v2")
+    add("ssd_inception_v2_coco", "detection_ssd", "SSDInceptionV2COCO", "ssd_inception_v2", 300, "none",
+        weights_default="coco", rule="od_ssd_inception_v2")
     add("mobilenet", "mobilenet", "MobileNet", "mobilenet", 224, "tf")
+    add("mobilenet_v1_relu", "mobilenet", "MobileNetV1ReLU", "mobilenet", 224, "torch", weights_default="paddle",
+        rule="paddle_mobilenet")
     add("mobilenetv2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, "tf")
     add("mobilenet_v2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, "tf", kwargs={"alpha": 1.0},
         weights_default="tione", rule="slim_mobilenet_v2", public=False)
@@ -117,6 +135,12 @@ def _rows():
             stages=stages)
     add("shufflenet_v2_050", "shufflenet_v2", "ShuffleNetV2", "shufflenet_v2", 224, "unit",
         kwargs={"alpha": 0.5}, weights_default="tione", rule="slim_shufflenet")
+    # Google's BERT-Base (L-12 H-768 A-12) as keras-hub's BertBackbone; kwargs: the size for weights=None.
+    for language, vocabulary_size in (("chinese", 21128), ("uncased", 30522)):
+        add(f"bert_base_{language}", "bert", "bert_backbone", "bert", 512, "none", kind="text",
+            kwargs={"vocabulary_size": vocabulary_size, "num_layers": 12, "num_heads": 12, "hidden_dim": 768,
+                    "intermediate_dim": 3072, "num_segments": 2},
+            weights_default="tione", rule="google_bert", public=False)
     return rows
 
 

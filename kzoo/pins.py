@@ -123,7 +123,8 @@ def record_pin(entry, sha256: str, size: int | None = None, source: str | None =
     if not SHA256_HEX.match(sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
     if not isinstance(entry, str) and entry.sha256 and entry.sha256 != sha256:
-        raise HashMismatch(f"Weights '{entry.id}' ({entry.file_name}): the registry pins sha256 {entry.sha256}, "
+        raise HashMismatch(f"Weights '{entry.id}' ({entry.file_name}): the registry pins sha256 {entry.sha256}"
+                           f"{f' (in {entry.defined_in})' if getattr(entry, 'defined_in', None) else ''}, "
                            f"refusing to record {sha256}.")
     path = pins_path()
     from filelock import FileLock

@@ -69,6 +69,7 @@ class WeightsEntry:
     available_in: tuple = ()
     source: str | None = None
     notes: str | None = None
+    legacy: dict | None = None  # how a superseded Keras layout loads (kzoo.formats.keras_legacy)
     defined_in: str | None = None  # the registry file this entry came from (not part of the JSON)
 
     def __hash__(self):  # dict fields make the generated hash impossible; the id + hashes identify a file
@@ -118,6 +119,8 @@ class WeightsEntry:
         data["available_in"] = list(self.available_in)
         if data["notes"] is None:
             data.pop("notes")
+        if data["legacy"] is None:
+            data.pop("legacy")
         return data
 
     def matches_variant(self, variant: Mapping) -> bool:
@@ -221,6 +224,7 @@ def _make_entry(raw: dict, defined_in: str) -> WeightsEntry:
         num_classes=raw.get("num_classes"), superseded_by=raw.get("superseded_by"),
         conversion=dict(conversion) if conversion else None, trust=trust,
         available_in=tuple(raw.get("available_in") or ()), source=raw.get("source"), notes=raw.get("notes"),
+        legacy=dict(raw["legacy"]) if raw.get("legacy") else None,
         defined_in=defined_in,
     )
 

@@ -1,10 +1,13 @@
 """A self-check of this machine's kzoo set-up: ``python -m kzoo.selfcheck`` or ``kzoo doctor``.
 
 It reports
+    config    each registry overlay in ``KZOO_REGISTRY`` and the pin file: readable, or damaged (named, with
+              the fix); a damaged one is reported here and the checks that need it say so, instead of failing;
     cache     where the weight cache is, whether kzoo can write there (a real write, not permission bits,
               which root ignores), the free space, and partial downloads waiting to resume;
-    files     which cached files verify against the registry, which do not, which are unpinned (trust on
-              first use) or unknown;
+    files     which cached files verify against the registry (at Keras' paths and, for superseded releases
+              that share a file name, in ``blobs/``), which do not, which are unpinned (trust on first
+              use) or unknown;
     pins      the registry entries trusted on first use, and which of them have a recorded sha256;
     mirrors   whether each ``KZOO_MIRRORS`` source answers (a folder exists; a server answers a HEAD, or a
               one-byte GET, within ``--timeout``). Offline (``KZOO_OFFLINE`` / ``HF_HUB_OFFLINE``) nothing
@@ -54,16 +57,51 @@ BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "
 
 @dataclass(frozen=True)
 class Finding:
-    section: str  # "cache" | "files" | "pins" | "mirrors" | "engines"
+    section: str  # "config" | "cache" | "files" | "pins" | "mirrors" | "engines"
     status: str  # OK | INFO | WARN | FAIL
     subject: str
     detail: str = ""
 
 
+# --------------------------------------------------------------------------------------------- config
+
+def check_config() -> list[Finding]:
+    """Each registry overlay (``KZOO_REGISTRY``) and the pin file, read as kzoo reads them, one by one:
+    a damaged file is named here, with the reader's own message (what is wrong and the fix)."""
+    import kzoo.registry as registry
+    from kzoo.errors import KzooError
+    from kzoo.pins import _load_pins, pins_path
+
+    found = []
+    for path in registry._user_files():
+        if not path.is_file():
+            found.append(Finding("config", FAIL, str(path), f"listed in ${registry.ENV_REGISTRY} but does not exist; "
+                                                            f"create it or remove it from ${registry.ENV_REGISTRY}"))
+            continue
+        try:
+            entries = registry._parse_file(path, validate=True)
+        except (KzooError, OSError) as e:
+            found.append(Finding("config", FAIL, str(path), f"registry overlay is damaged: {e}"))
+            continue
+        found.append(Finding("config", OK, str(path), f"registry overlay, {len(entries)} entries"))
+    if not found:
+        found.append(Finding("config", INFO, registry.ENV_REGISTRY, "not set: only the shipped registry"))
+    path = pins_path()
+    try:
+        pins = _load_pins(path)
+    except (KzooError, OSError) as e:
+        found.append(Finding("config", FAIL, str(path), f"pin file is damaged: {e}"))
+    else:
+        state = f"pin file, {len(pins)} pins" if path.exists() else "pin file, not written yet"
+        found.append(Finding("config", OK, str(path), state))
+    return found
+
+
 # --------------------------------------------------------------------------------------------- cache
 
 def check_cache() -> list[Finding]:
-    from kzoo.sources.cache import DOWNLOAD_SUFFIX, PART_SUFFIX, Partial, cache_dir, free_bytes
+    from kzoo.sources.cache import DOWNLOAD_SUFFIX, PART_SUFFIX, Partial, cache_dir
+    from kzoo.sources.storage import free_bytes
 
     folder = cache_dir()
     found = []
@@ -120,29 +158,31 @@ def _write_probe(folder: Path) -> str:
 
 def check_files(rehash: bool = False) -> list[Finding]:
     import kzoo.sources as sources
+    from kzoo.sources.cache import cache_key
 
     files = sources.cached_files()
     if not files:
         return [Finding("files", INFO, str(sources.cache_dir()), "holds no weight files")]
     found = []
     for path in files:
+        name = cache_key(path)  # a name at Keras' path, blobs/<hash>/<name> for a release kept by content
         try:
             result = sources.verify_file(path, use_memo=not rehash)
         except OSError as e:
-            found.append(Finding("files", FAIL, path.name, f"cannot be read: {e}"))
+            found.append(Finding("files", FAIL, name, f"cannot be read: {e}"))
             continue
         if result.status == "ok":
             detail = "verifies: " + ", ".join(e.id for e in result.entries)
             if result.superseded:
                 detail += " (superseded by " + ", ".join(sorted({e.superseded_by for e in result.entries})) + ")"
-            found.append(Finding("files", OK, path.name, detail))
+            found.append(Finding("files", OK, name, detail))
         elif result.status == "mismatch":
-            found.append(Finding("files", FAIL, path.name, result.describe()))
+            found.append(Finding("files", FAIL, name, result.describe()))
         elif result.status == "unpinned":
-            found.append(Finding("files", INFO, path.name, "unpinned (trusted on first use, no sha256 recorded "
-                                                           f"yet): `kzoo fetch {result.named[0].id}` pins it"))
+            found.append(Finding("files", INFO, name, "unpinned (trusted on first use, no sha256 recorded "
+                                                      f"yet): `kzoo fetch {result.named[0].id}` pins it"))
         else:
-            found.append(Finding("files", WARN, path.name, f"not in the registry (sha256 {result.sha256})"))
+            found.append(Finding("files", WARN, name, f"not in the registry (sha256 {result.sha256})"))
     return found
 
 
@@ -281,16 +321,23 @@ def check_engines() -> list[Finding]:
 
 def run_checks(timeout: float = 5.0, rehash: bool = False) -> list[Finding]:
     """Every check, in report order. A check that raises a kzoo error (a broken user registry or pin
-    file) becomes a failed finding, so one problem does not hide the rest."""
+    file) becomes a finding, so one problem does not hide the rest: a failure already named under
+    "config" is not counted twice, the section says it could not be checked and why."""
     from kzoo.errors import KzooError
 
-    findings = []
+    findings = check_config()
+    damaged = [f for f in findings if f.status == FAIL]
     for section, check in (("cache", check_cache), ("files", lambda: check_files(rehash)), ("pins", check_pins),
                            ("mirrors", lambda: check_mirrors(timeout)), ("engines", check_engines)):
         try:
             findings += check()
         except (KzooError, OSError) as e:
-            findings.append(Finding(section, FAIL, section, f"{type(e).__name__}: {e}"))
+            cause = next((f for f in damaged if f.subject in str(e)), None)
+            if cause is not None:
+                findings.append(Finding(section, WARN, section, f"not checked: {cause.subject} is damaged (see "
+                                                                 f"config above)"))
+            else:
+                findings.append(Finding(section, FAIL, section, f"{type(e).__name__}: {e}"))
     return findings
 
 

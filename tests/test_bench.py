@@ -384,3 +384,142 @@ def test_threads_apply_to_torch_for_timm():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+# ---- exported engines (kzoo bench --engine): kzoo.export's artifact, timed in its own runtime
+
+
+def _exportable_build(name, source, image_size=None, precision="float32", batch_size=None):
+    """A tiny net every format holds (tf2onnx cannot take Keras' grouped conv, so tiny_convnet will not do)."""
+    with bench.dtype_policy(precision):
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)  # 8*8 * 4 * 27 = 6912
+        x = keras.layers.BatchNormalization(name="bn")(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x)  # 4*4 * 4 * 9 = 576
+        x = keras.layers.Conv2D(6, 3, padding="same", name="conv3")(x)  # 4*4 * 6 * 36 = 3456
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        outputs = keras.layers.Dense(10, activation="softmax", name="fc")(x)  # 60
+        return keras.Model(inputs, outputs, name="tiny_exportable")
+
+
+EXPORTABLE_MACS = 6912 + 576 + 3456 + 60
+
+
+@pytest.fixture
+def export_spy(monkeypatch):
+    """Records every kzoo.export the engines make and every artifact they load in a runtime."""
+    from kzoo.export import entry, runtimes
+
+    calls = {"export": [], "load": []}
+    real_export, real_load = entry.export, runtimes.load
+
+    def export(model, path, format=None, **kw):
+        result = real_export(model, path, format=format, **kw)
+        calls["export"].append((format, kw.get("optimize"), result))
+        return result
+
+    def load(format_name, path, threads=None, batch=None):
+        calls["load"].append((format_name, threads, batch))
+        return real_load(format_name, path, threads=threads, batch=batch)
+
+    monkeypatch.setattr(entry, "export", export)
+    monkeypatch.setattr(runtimes, "load", load)
+    return calls
+
+
+def _by_source(results, batch):
+    return {r.source: r for r in results if r.requested_batch_size == batch}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="kzoo exports from the TensorFlow backend")
+def test_engine_times_the_exported_artifact_against_keras(export_spy):
+    """ONNX Runtime runs kzoo.export's parity-checked artifact, with the threads asked for, interleaved with
+    Keras; x keras is the median of the measured neighbouring block ratios and the CPU ratio is per step."""
+    results = bench.run_benchmarks(["tiny"], [1, 3], sources=("kzoo", "onnxruntime", "onnxruntime-opt", "keras"),
+                                   warmup=1, repeats=3, min_time=0.01, build=_exportable_build, threads=1)
+    assert [(r.source, r.requested_batch_size) for r in results] == [
+        (s, b) for b in (1, 3) for s in ("kzoo", "onnxruntime", "onnxruntime-opt", "keras")]
+    # One export per model and variant, parity-checked within the format's tolerance, run per batch at 1 thread.
+    assert [(fmt, optimize) for fmt, optimize, _ in export_spy["export"]] == [("onnx", False), ("onnx", True)]
+    for _, optimize, exported in export_spy["export"]:
+        assert exported.parity["random"]["max_rel_diff"] <= exported.parity["tolerance"] == 1e-3
+        assert bool(exported.provenance["optimized"]) == optimize
+    # The export's own parity run (no batch asked), then the timed sessions, per batch, with the threads asked.
+    assert [c for c in export_spy["load"] if c[2] is None] == [("onnx", None, None)] * 2
+    assert sorted(c for c in export_spy["load"] if c[2]) == [("onnx", 1, b) for b in (1, 1, 3, 3)]
+    for batch in (1, 3):
+        rows = _by_source(results, batch)
+        engine, keras_row = rows["onnxruntime"], rows["keras"]
+        for r in (rows["onnxruntime"], rows["onnxruntime-opt"]):
+            assert r.error is None and r.backend.startswith("ONNX Runtime")
+            assert r.batch_size == batch and r.image_size == (8, 8) and r.repeats == 3
+            assert r.gflops_per_image == pytest.approx(2 * EXPORTABLE_MACS / 1e9)
+            # img/s is the measured step times, summed (step_ms is rounded to the microsecond: ~14 us steps here).
+            assert r.images_per_s == pytest.approx(batch * r.steps / (sum(r.step_ms) / 1000), rel=0.1)
+            assert len(r.block_images_per_s) == 3
+        ratio = {(x.source, x.baseline): x for x in bench.ratios(results) if x.batch_size == batch}
+        got = ratio[("onnxruntime", "keras")]
+        pairs = [a / b for a, b in zip(engine.block_images_per_s, keras_row.block_images_per_s)]
+        assert got.images_per_s_ratio == pytest.approx(sorted(pairs)[1])  # the median of 3 neighbour pairs
+        assert (got.pair_ratio_min, got.pair_ratio_max) == (pytest.approx(min(pairs)), pytest.approx(max(pairs)))
+        assert got.cpu_time_ratio == pytest.approx(keras_row.cpu_ms_per_batch / engine.cpu_ms_per_batch)
+        assert ("onnxruntime-opt", "keras") in ratio and ("kzoo", "keras") in ratio
+    assert "onnxruntime-opt" in bench.format_table(results)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="kzoo exports from the TensorFlow backend")
+def test_each_engine_runs_its_own_format(export_spy):
+    """OpenVINO, LiteRT and TensorFlow (SavedModel) time their own artifacts; OpenVINO is compiled for the batch
+    being timed; LiteRT's optimised export leaves out the Winograd layers its converter cannot hold."""
+    results = bench.run_benchmarks(["tiny"], [2], sources=("openvino", "litert", "litert-opt", "tensorflow", "keras"),
+                                   warmup=1, repeats=2, min_time=0.01, build=_exportable_build, threads=2)
+    rows = _by_source(results, 2)
+    assert rows["openvino"].backend.startswith("OpenVINO") and rows["litert"].backend.startswith("LiteRT")
+    assert rows["tensorflow"].backend.startswith("TensorFlow (tf.saved_model.load)")
+    assert all(r.error is None and r.images_per_s > 0 for r in results)
+    assert sorted(c for c in export_spy["load"] if c[2]) == [
+        ("litert", 2, 2), ("litert", 2, 2), ("openvino", 2, 2), ("tf_saved_model", 2, 2)]
+    (litert_opt,) = [e for fmt, optimize, e in export_spy["export"] if fmt == "litert" and optimize]
+    assert litert_opt.provenance["optimized"]["options"] == {"winograd": False}
+    assert {(r.source, r.baseline) for r in bench.ratios(results)} == {
+        ("openvino", "keras"), ("litert", "keras"), ("litert-opt", "keras"), ("tensorflow", "keras")}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="kzoo exports from the TensorFlow backend")
+def test_engine_failing_parity_is_reported_not_timed(monkeypatch):
+    """An artifact that does not match the Keras model is an error row with no speed and no ratio."""
+    from kzoo.export import parity
+
+    real = parity.compare
+    monkeypatch.setattr(parity, "compare", lambda ref, got: real(ref, [g + 1.0 for g in got]))
+    results = bench.run_benchmarks(["tiny"], [1], sources=("onnxruntime", "keras"), warmup=1, repeats=1,
+                                   min_time=0.01, build=_exportable_build)
+    engine, keras_row = results
+    assert "ParityError" in engine.error and engine.images_per_s is None
+    assert keras_row.error is None and bench.ratios(results) == []
+
+
+def test_cli_engine_sources_and_missing_runtime(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)
+    assert bench.cli_main(["resnet50", "--engine", "keras,tensorrt", "-q"]) == 2
+    assert "tensorrt" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert bench.cli_main(["resnet50", "--engine", "keras,onnxruntime", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "kzoo[export]"' in err and "onnxruntime" in err
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    if keras.backend.backend() != "tensorflow":
+        return
+    monkeypatch.setattr(sweep, "build_model", _exportable_build)
+    code = bench.cli_main(["resnet50", "--engine", "keras,litert", "--optimize", "-b", "1", "--repeats", "1",
+                           "--min-time", "0.01", "--warmup", "1", "--json", str(tmp_path / "r.json"), "-q"])
+    assert code == 0
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["settings"]["sources"] == ["kzoo", "kzoo-opt", "litert", "litert-opt", "keras"]
+    assert {(r["source"], r["baseline"]) for r in payload["ratios"]} == {
+        (s, "keras") for s in ("kzoo", "kzoo-opt", "litert", "litert-opt")}
+    assert "litert-opt" in capsys.readouterr().out

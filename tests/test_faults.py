@@ -31,6 +31,7 @@ import kzoo.sources as sources
 import kzoo.sources.cache as sources_cache
 import kzoo.sources.hashing as sources_hashing
 from kzoo.errors import DownloadError, KzooError, WeightsNotFound
+from kzoo.sources.storage import existing_ancestor
 from loopback import cache_listing, env, register, server, weights_entry  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.network
@@ -83,6 +84,19 @@ _CHILD = textwrap.dedent("""
         if sys.argv[1] == "fetch":
             import kzoo.registry as registry, kzoo.sources as sources
             result = str(sources.fetch(registry.get_entry(sys.argv[2]), progress=False))
+        elif sys.argv[1] == "export":
+            import kzoo
+            from faults_models import tiny_image_model
+            result = str(kzoo.export(tiny_image_model(seed=1), sys.argv[2], force=True).path)
+        elif sys.argv[1] == "h5_writes":  # each h5 writer in turn: {"outcomes": [None or its error, ...]}
+            from faults_models import h5_writers
+            result = {"outcomes": []}
+            for write, path in zip(h5_writers(seed=1), sys.argv[2:]):
+                try:
+                    write(path)
+                    result["outcomes"].append(None)
+                except KzooError as e:
+                    result["outcomes"].append({"error": type(e).__name__, "message": str(e)})
         else:
             from kzoo.convert import convert_checkpoint
             result = str(convert_checkpoint(sys.argv[2], "shufflenet_v2_050", sys.argv[3], include_top=False).output)
@@ -90,12 +104,14 @@ _CHILD = textwrap.dedent("""
         print(json.dumps({"error": type(e).__name__, "message": str(e), "errno": getattr(e, "errno", None),
                           "oserror": isinstance(e, OSError)}))
         sys.exit(1)
-    print(json.dumps({"path": result}))
+    print(json.dumps(result if isinstance(result, dict) else {"path": result}))
 """)
 
 
 def child(*args, fsize: int | None = None) -> subprocess.Popen:
     environment = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                              environment.get("PYTHONPATH")]))
     if fsize is not None:
         environment["KZOO_TEST_FSIZE"] = str(fsize)
     return subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -428,6 +444,8 @@ def test_disk_full_fetch_is_a_kzoo_error_and_keeps_nothing(how, server, register
         assert everything_in(cache) == listing  # no partial, no record, no temp file
         assert file_state(kept) == before  # same bytes, same mtime
         assert issubclass(sources.StorageError, KzooError)
+        from kzoo.errors import StorageError
+        assert sources.StorageError is StorageError is sources_cache.StorageError  # moved, still importable
         print(f"\n{how}: {message}")
         if how == "tmpfs":  # the command says the same, in one line, without a traceback
             done = subprocess.run([sys.executable, "-m", "kzoo.cli", "fetch", entries[1].id], capture_output=True,
@@ -490,10 +508,83 @@ def test_disk_full_conversion_output(how, shufflenet_checkpoint, tmp_path):
             assert "No space left on device" in message and "are free there" in message
         else:
             assert "File too large" in message and "ulimit -f" in message
-        assert str(folder) in message and "It needs about" in message and "older file there is unchanged" in message
+        assert str(folder) in message and "It needs " in message and "older file there is unchanged" in message
         assert everything_in(folder) == listing
         assert file_state(output) == before
         print(f"\nconvert, {how}: {message}")
+
+
+@pytest.fixture(scope="module")
+def existing_artifact(tmp_path_factory):
+    """A LiteRT artifact and its provenance, exported once; each test copies them onto its small disk."""
+    pytest.importorskip("ai_edge_litert")
+    import kzoo
+    from faults_models import tiny_image_model
+
+    folder = tmp_path_factory.mktemp("export")
+    kzoo.export(tiny_image_model(seed=0), folder / "tiny.tflite")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+def test_disk_full_export(how, existing_artifact, tmp_path):
+    """kzoo.export(..., force=True) over an existing artifact on a full disk: a StorageError naming the folder
+    and the bytes (the weights' size), no temp folder left, the artifact and its provenance untouched."""
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tmpfs(tmp_path / "disk", "4m")) if how == "tmpfs" else tmp_path / "out"
+        folder.mkdir(exist_ok=True)
+        for item in existing_artifact.iterdir():
+            shutil.copy2(item, folder / item.name)
+        artifact = folder / "tiny.tflite"
+        before = [file_state(p) for p in sorted(folder.iterdir())]
+        filler = fill(folder, leave=64 * 1024) if how == "tmpfs" else None
+        listing = everything_in(folder)
+        code, result, err = child_result(child("export", str(artifact), fsize=64 * 1024 if how == "rlimit" else None))
+        assert code == 1 and result["error"] == "StorageError" and result["oserror"], err
+        message = result["message"]
+        from faults_models import tiny_image_model
+        needed = sum(w.nbytes for w in tiny_image_model().get_weights())
+        assert str(folder) in message and f"It needs about {needed} bytes" in message
+        assert "the artifact already there is unchanged" in message
+        assert ("No space left on device" in message) if how == "tmpfs" else ("ulimit -f" in message)
+        assert everything_in(folder) == listing  # no staging folder left
+        if filler is not None:
+            filler.unlink()
+        assert [file_state(p) for p in sorted(folder.iterdir())] == before
+        print(f"\nexport, {how}: {message}")
+
+
+# The tmpfs case goes the same way as the rlimit one once HDF5 writes to memory (one Python write that fails
+# with ENOSPC instead of EFBIG), so it runs with the sweep only.
+@pytest.mark.parametrize("how", [pytest.param("tmpfs", marks=pytest.mark.sweep), "rlimit"])
+def test_disk_full_h5_writes(how, tmp_path):
+    """keras_h5.save_weights and the fine-tuning feature cache build their h5 in memory: a full disk is a
+    StorageError naming the folder and the file's bytes, not an HDF5 crash, and the older file is untouched."""
+    from faults_models import h5_writers
+
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tmpfs(tmp_path / "disk", "4m")) if how == "tmpfs" else tmp_path / "out"
+        folder.mkdir(exist_ok=True)
+        paths = [folder / "tiny.h5", folder / "features.h5"]
+        for write, path in zip(h5_writers(seed=0), paths):
+            write(path)
+        before = [file_state(p) for p in paths]
+        if how == "tmpfs":
+            fill(folder, leave=64 * 1024)
+        listing = everything_in(folder)
+        proc = child("h5_writes", *map(str, paths), fsize=64 * 1024 if how == "rlimit" else None)
+        code, result, err = child_result(proc)
+        assert code == 0 and len(result["outcomes"]) == 2, err
+        for outcome, (_, _, size), what in zip(result["outcomes"], before, ("Weights of tiny", "Feature cache")):
+            assert outcome is not None and outcome["error"] == "StorageError", err
+            message = outcome["message"]
+            assert message.startswith(what) and str(folder) in message
+            needed = int(re.search(r"It needs (\d+) bytes", message).group(1))
+            assert abs(needed - size) < 1024 and needed > 64 * 1024  # the file's size (same layout), over the room
+            assert "older file there is unchanged" in message
+            print(f"\n{how}: {message}")
+        assert everything_in(folder) == listing
+        assert [file_state(p) for p in paths] == before
 
 
 # --------------------------------------------------------------------------------------------- read-only cache
@@ -541,7 +632,7 @@ def test_read_only_cache(server, register, tmp_path, monkeypatch, env, capsys):
             assert everything_in(cache) == listing and len(server.requests) == server_requests
             # the suggested folder works
             monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "elsewhere"))
-            assert os.access(sources_cache._existing(Path(alternative)), os.W_OK)
+            assert os.access(existing_ancestor(Path(alternative)), os.W_OK)
             assert sources.fetch(missing).read_bytes() == other
             # a fresh process, no memo in memory: the same answers
             monkeypatch.setenv("KZOO_CACHE_DIR", str(cache))
@@ -650,6 +741,42 @@ def test_selfcheck_reports_cache_files_pins_mirrors_and_engines(server, register
         print("\n" + done.stdout)
     finally:
         silent.close()
+
+
+def test_selfcheck_reports_a_damaged_overlay_and_pin_file_instead_of_failing(register, env, tmp_path):
+    """A damaged registry overlay and a damaged pin file are each named under "config", with the reader's
+    message; the sections that need them say they were not checked, and the rest of the report still runs."""
+    good = blob(MiB, seed=17)
+    register(weights_entry("goodnet.imagenet", good, [], file_name="good.bin"))
+    env.mkdir(exist_ok=True)
+    (env / "good.bin").write_bytes(good)
+    overlay, pins = Path(os.environ["KZOO_REGISTRY"]), Path(os.environ["KZOO_PINS"])
+    code, findings = selfcheck()
+    config = by_subject(findings, "config")
+    assert code == 0 and config[str(overlay)]["status"] == "ok" and "1 entries" in config[str(overlay)]["detail"]
+    assert by_subject(findings, "files")["good.bin"]["status"] == "ok"
+
+    damaged_overlay = tmp_path / "damaged.json"
+    damaged_overlay.write_text(overlay.read_text()[:-40])  # cut short
+    pins.write_text('{"schema_version": 1, "pins": {"goodnet.imagenet": {"sha256": "00"}}}')
+    code, findings = selfcheck(env_extra={"KZOO_REGISTRY": os.pathsep.join([str(overlay), str(damaged_overlay)])})
+    assert code == 1
+    config = by_subject(findings, "config")
+    assert config[str(overlay)]["status"] == "ok"
+    broken = config[str(damaged_overlay)]
+    assert broken["status"] == "fail" and "not valid JSON" in broken["detail"]
+    assert config[str(pins)]["status"] == "fail" and "goodnet.imagenet" in config[str(pins)]["detail"]
+    for section in ("files", "pins"):
+        (finding,) = by_subject(findings, section).values()
+        assert finding["status"] == "warn" and f"{damaged_overlay} is damaged" in finding["detail"]
+    assert by_subject(findings, "cache")[str(env)]["status"] == "ok"
+    assert "keras" in by_subject(findings, "engines")
+
+    # the pin file alone (identifying a file reads it too)
+    code, findings = selfcheck()
+    assert code == 1 and by_subject(findings, "config")[str(pins)]["status"] == "fail"
+    for section in ("files", "pins"):
+        assert f"{pins} is damaged" in by_subject(findings, section)[section]["detail"]
 
 
 def registry_entry(entry_id):

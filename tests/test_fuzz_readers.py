@@ -16,6 +16,9 @@ Readers (rows of the table) and how each mutant is loaded in the worker:
     ckpt-v2-index   open_checkpoint(V2 prefix) with a mutated .index
     ckpt-v2-data    open_checkpoint(V2 prefix) with a mutated .data-00000-of-00001
     tar.gz, zip     open_checkpoint(archive): safe extraction, then every variable read
+    paddle-tensor   kzoo.formats.paddle.open_params(folder) of a PaddlePaddle per-variable folder with one mutated
+                    tensor file (written by Paddle's own serializer), every variable read
+    pdparams        open_params(a mutated .pdparams written by paddle.save), every array read
     registry        a mutated KZOO_REGISTRY overlay: get_weights_entry + fetch_weights + load_weights
     pins            a mutated pin file: the pinned (trust-on-first-use) entry fetched from a mirror holding
                     other bytes (must fail), then from one holding the pinned bytes
@@ -57,11 +60,12 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 
-READERS = ("h5", "h5-registered", "ckpt-v1", "ckpt-v2-index", "ckpt-v2-data", "tar.gz", "zip", "registry", "pins")
+READERS = ("h5", "h5-registered", "ckpt-v1", "ckpt-v2-index", "ckpt-v2-data", "tar.gz", "zip", "paddle-tensor", "pdparams",
+           "registry", "pins")
 OUTCOMES = ("identical", "kzoo-error", "different", "other", "crash", "hang")
 # A user's own file has no hash to check, so a flipped number in its data loads; a registered or pinned
 # file must never load other numbers.
-DIFFERENT_ALLOWED = {"h5", "ckpt-v1", "ckpt-v2-index", "ckpt-v2-data", "tar.gz", "zip"}
+DIFFERENT_ALLOWED = {"h5", "ckpt-v1", "ckpt-v2-index", "ckpt-v2-data", "tar.gz", "zip", "paddle-tensor", "pdparams"}
 DEFAULT_CASES = 200  # per reader: ~75 s for all nine readers on two shared cores (h5: ~0.25 s each, the probe)
 HANG_S = 30.0  # one mutant's budget; a normal one takes 5-60 ms, or ~0.3 s with kzoo's h5 probe
 PROBE_TIMEOUT_S = "8"  # kzoo's h5 probe gives up on a looping HDF5 after this (a good file takes ~0.3 s)
@@ -257,7 +261,8 @@ def _huge_json_number(data: bytes, rng: random.Random) -> tuple[bytes, str]:
 _GENERIC = {"truncate": _truncate, "bit-flip": _bit_flip, "zero-range": _zero_range, "swap-blocks": _swap_blocks}
 _HUGE_SIZE = {"h5": _huge_le_int, "h5-registered": _huge_le_int, "ckpt-v1": _huge_table_size,
               "ckpt-v2-index": _huge_table_size, "ckpt-v2-data": _huge_le_int, "tar.gz": _huge_tar_size,
-              "zip": _huge_zip_size, "registry": _huge_json_number, "pins": _huge_json_number}
+              "zip": _huge_zip_size, "paddle-tensor": _huge_le_int, "pdparams": _huge_le_int,
+              "registry": _huge_json_number, "pins": _huge_json_number}
 
 
 def mutations_for(reader: str) -> tuple[str, ...]:
@@ -374,6 +379,49 @@ def _slim_checkpoints(root: Path, rng) -> dict:
     return expected
 
 
+_PADDLE_WRITER = """
+import pickle, sys, numpy as np
+from pathlib import Path
+root = Path(sys.argv[1])
+arrays = pickle.loads(Path(sys.argv[2]).read_bytes())
+try:
+    import paddle
+    from paddle.base import core
+except ImportError:  # kzoo's writer is byte-identical to Paddle's (tests/test_paddle.py)
+    paddle = None
+    from kzoo.formats.paddle import write_tensor
+for name, value in arrays.items():
+    if paddle is None:
+        (root / 'vars' / name).write_bytes(write_tensor(value))
+    else:
+        tensor = paddle.to_tensor(value)  # held: the dense tensor below is a view of it
+        core.save_dense_tensor(tensor.value().get_tensor(), str(root / 'vars' / name))
+if paddle is None:
+    (root / 'net.pdparams').write_bytes(pickle.dumps(arrays, protocol=4))
+else:
+    paddle.save({name: paddle.to_tensor(value) for name, value in arrays.items()}, str(root / 'net.pdparams'))
+"""
+
+
+def _paddle_files(root: Path, rng) -> dict:
+    """A small Paddle parameter set (conv, BatchNorm, fc in the 2019 names) saved by Paddle, in its own process
+    (Paddle and TensorFlow are kept apart), as a per-variable folder and as a ``.pdparams``."""
+    import numpy as np
+
+    arrays = {"conv1_weights": rng.normal(size=(8, 3, 3, 3)).astype("float32"),
+              "conv1_bn_scale": rng.normal(size=8).astype("float32"),
+              "conv1_bn_variance": (np.abs(rng.normal(size=8)) + 0.1).astype("float32"),
+              "fc_0.w_0": rng.normal(size=(8, CLASSES)).astype("float32"),
+              "fc_0.b_0": rng.normal(size=CLASSES).astype("float64"),
+              "step": np.array([7], dtype="int64")}
+    (root / "vars").mkdir(parents=True)
+    (root / "arrays.pkl").write_bytes(pickle.dumps(arrays))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", _PADDLE_WRITER, str(root), str(root / "arrays.pkl")], check=True,
+                   env=env, capture_output=True, timeout=300)
+    return arrays
+
+
 def _overlay(h5: bytes, other_size: int) -> dict:
     """A KZOO_REGISTRY overlay in the schema of kzoo/weights_registry.schema.json: a sha256-pinned entry, a
     trust-on-first-use one and a checkpoint entry with a conversion block (more fields to damage)."""
@@ -410,6 +458,7 @@ def make_fixtures(root: Path) -> dict:
     other = root / "other.h5"  # the same layout with other numbers: "other bytes" for a pinned entry
     other_values = _tf_keras_h5(other, rng, offset=1.0)
     expected_ckpt = _slim_checkpoints(root / "ckpt", rng)
+    expected_paddle = _paddle_files(root / "paddle", rng)
     v2 = sorted((root / "ckpt" / "v2").glob("model.ckpt.*"))
     with tarfile.open(root / "model.tar.gz", "w:gz", compresslevel=1) as tar:
         for f in v2:
@@ -430,11 +479,12 @@ def make_fixtures(root: Path) -> dict:
     pins.record_pin("other.model", hashlib.sha256(b"other").hexdigest(), 5, "fixture")
     pins.record_pin("third.model", hashlib.sha256(b"third").hexdigest(), None, None)
     with open(root / "expected.pkl", "wb") as f:
-        pickle.dump({"h5": expected_h5, "other": other_values, "ckpt": expected_ckpt}, f)
+        pickle.dump({"h5": expected_h5, "other": other_values, "ckpt": expected_ckpt, "paddle": expected_paddle}, f)
     files = {"h5": h5, "h5-registered": h5, "ckpt-v1": root / "ckpt" / "v1" / "net.ckpt",
              "ckpt-v2-index": next(f for f in v2 if f.name.endswith(".index")),
              "ckpt-v2-data": next(f for f in v2 if ".data-" in f.name),
              "tar.gz": root / "model.tar.gz", "zip": root / "net.zip",
+             "paddle-tensor": root / "paddle" / "vars" / "conv1_weights", "pdparams": root / "paddle" / "net.pdparams",
              "registry": root / "registry.json", "pins": root / "pins.json"}
     return {"root": str(root), "files": {k: str(v) for k, v in files.items()}}
 
@@ -533,6 +583,20 @@ class _Worker:
         if work.exists() and any(work.iterdir()):
             raise _Leftover(f"files left in {work}: {sorted(p.name for p in work.iterdir())}")
         return result
+
+    def paddle(self, job):
+        from kzoo.formats.paddle import open_params
+
+        work = Path(job["case"]) / "work"
+        want = self.expected["paddle"]
+        with open_params(job["open"], workdir=work) as params:
+            if set(params.shapes()) != set(want):
+                return "different: variable names differ"
+            for name, value in want.items():
+                got = params.read(name)
+                if got.dtype != value.dtype or got.shape != value.shape or not self.np.array_equal(got, value):
+                    return f"different: {name}"
+        return "identical"
 
     def registry(self, job):
         import kzoo
@@ -725,9 +789,16 @@ def _job(reader: str, mutant: bytes, case: Path, manifest: dict) -> dict:
         target = case / files[reader].name
         target.write_bytes(mutant)
         return {**job, "loader": "ckpt", "open": str(case / "model.ckpt")}
+    if reader == "paddle-tensor":  # the mutant among the good files of its folder
+        shutil.copytree(files[reader].parent, case / "vars")
+        target = case / "vars" / files[reader].name
+        target.write_bytes(mutant)
+        return {**job, "names": [str(target)], "loader": "paddle", "open": str(case / "vars")}
     target = case / files[reader].name
     target.write_bytes(mutant)
     job["path"] = str(target)
+    if reader == "pdparams":
+        return {**job, "loader": "paddle", "open": str(target)}
     if reader.startswith("ckpt") or reader in ("tar.gz", "zip"):
         return {**job, "loader": "ckpt", "open": str(target)}
     return {**job, "loader": reader.replace("-", "_")}
@@ -784,7 +855,8 @@ def run_fuzz(cases: int, seed: int = 15, readers=READERS, root: Path | None = No
 
 def _job_file(reader: str) -> str:
     return {"h5": "x.h5", "h5-registered": "x.h5", "ckpt-v1": "x.ckpt", "ckpt-v2-index": "x.index",
-            "ckpt-v2-data": "x.data", "tar.gz": "x.tar.gz", "zip": "x.zip", "registry": "x.json",
+            "ckpt-v2-data": "x.data", "tar.gz": "x.tar.gz", "zip": "x.zip", "paddle-tensor": "x",
+            "pdparams": "x.pdparams", "registry": "x.json",
             "pins": "x.json"}[reader]
 
 
@@ -847,9 +919,10 @@ def test_the_fuzzer_reaches_the_readers(fuzz_result):
     by_reader = totals(fuzz_result)
     for reader in READERS:
         assert by_reader[reader]["kzoo-error"] > 0, reader
-    for reader in ("h5", "registry", "pins", "ckpt-v2-index"):
+    for reader in ("h5", "registry", "pins", "ckpt-v2-index"):  # a tensor file has no byte to spare
         assert by_reader[reader]["identical"] > 0, reader
     assert by_reader["h5"]["different"] > 0
+    assert by_reader["paddle-tensor"]["different"] > 0 and by_reader["pdparams"]["different"] > 0
 
 
 def test_mutations_are_seeded_and_vary():

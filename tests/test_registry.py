@@ -59,7 +59,7 @@ def current_entries():
 def test_shipped_registry_matches_its_schema(raw_doc):
     assert registry.schema_errors(raw_doc) == []
     schema = json.loads(registry.SCHEMA_PATH.read_text())
-    every_field = set(schema["$defs"]["entry"]["properties"]) - {"notes"}
+    every_field = set(schema["$defs"]["entry"]["properties"]) - {"notes", "legacy"}  # optional: notes, old layouts
     for raw in raw_doc["entries"]:
         assert every_field <= set(raw), f"{raw['id']} lacks {every_field - set(raw)} (unknown must be null)"
 
@@ -152,7 +152,7 @@ def test_entry_counts():
     assert len([e for e in current if e.available_in == ("tf_keras",)]) == 70  # RegNet 48 + ResNet-RS 22
     assert len([e for e in current if e.model.startswith("resnext")]) == 4
     assert len([e for e in everything if e.superseded]) == 54
-    assert len([e for e in current if e.tag == "tione"]) == 16
+    assert len([e for e in current if e.tag == "tione"]) == 18  # 16 classification checkpoints + 2 BERT archives
 
 
 # --------------------------------------------------------------------------------------- Keras source pins
@@ -330,7 +330,7 @@ def test_every_fact_is_quoted_from_a_source(raw_doc):
 # --------------------------------------------------------------------------------------- TI-ONE
 
 def test_tione_entries_follow_the_seed():
-    entries = [e for e in registry.list_weights() if e.tag == "tione"]
+    entries = [e for e in registry.list_weights() if e.tag == "tione" and e.conversion["converter"] == "slim"]
     assert len(entries) == 16
     assert [u for e in entries for u in e.urls] == TIONE_URLS
     if TIONE_SEED.is_file():
@@ -351,6 +351,11 @@ def test_tione_entries_follow_the_seed():
                             "shufflenet_v2_050"}
     assert registry.get_entry("shufflenet_v2_050.tione").conversion["label_order"] == "ilsvrc_devkit"
     assert registry.get_entry("mobilenet_v2_140.tione").conversion["checkpoint"] == "mobilenet_v2_1.4_224.ckpt"
+    # The seed's last list: Google's two BERT archives (kzoo/convert/google_bert.py).
+    bert = [e for e in registry.list_weights() if e.tag == "tione" and e.conversion["converter"] == "google_bert"]
+    assert [e.model for e in bert] == ["bert_base_chinese", "bert_base_uncased"]
+    if TIONE_SEED.is_file():
+        assert [e.urls[0] for e in bert] == re.findall(r"\((https://[^)]+)\)", seed.split("## BERT")[1])
 
 
 # --------------------------------------------------------------------------------------- look-ups

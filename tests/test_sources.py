@@ -428,3 +428,160 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(server, register, weights
     (env / entry.file_name).unlink()
     sources.fetch(entry, progress=True)
     assert f"download {entry.file_name}" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- shared file names
+
+def shared_name_entries(register, current: bytes, old: bytes, urls=((), ())):
+    """Today's release and a superseded one under one file name, both pinned by md5 only (as Keras pins
+    the fchollet releases): ``resnet50_weights_tf_dim_ordering_tf_kernels.h5`` today and at v0.2."""
+    name = "testnet_weights_tf_dim_ordering_tf_kernels.h5"
+    return register(
+        weights_entry("testnet.imagenet", current, list(urls[0]), file_name=name, pin_sha256=False),
+        weights_entry("testnet.imagenet@v0.2", old, list(urls[1]), file_name=name, pin_sha256=False,
+                      tag="imagenet", superseded_by="testnet.imagenet"))
+
+
+def verified_cache(capsys) -> dict[str, str]:
+    """``kzoo verify --cache``: {path below the cache: its line}; the command must exit 0 (all verify)."""
+    from kzoo.cli import main
+
+    capsys.readouterr()
+    code = main(["verify", "--cache"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = [line for line in out.splitlines() if line]
+    cache = sources.cache_dir()
+    return {str(Path(line.split()[1].rstrip(":")).relative_to(cache)): line for line in lines}
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_an_old_release_under_todays_name_survives_a_fetch_of_todays_file(
+        offline, server, register, weights, other_weights, env, tmp_path, monkeypatch, capsys):
+    """v0.2 bytes at Keras' path, then a fetch of today's file: today's lands at Keras' path (where
+    keras.applications reuses it), v0.2 is moved into its hash-named blob, and both verify."""
+    url = server.serve("/w/today.h5", weights)
+    current, old = shared_name_entries(register, weights, other_weights, urls=([url], []))
+    keras_path = env / current.file_name
+    env.mkdir()
+    keras_path.write_bytes(other_weights)  # a user's ~/.keras/models from the blog-post URL
+    if offline:  # today's file from a local mirror, and not a socket opened
+        mirror = tmp_path / "mirror"
+        mirror.mkdir()
+        (mirror / current.file_name).write_bytes(weights)
+        monkeypatch.setenv("KZOO_MIRRORS", str(mirror))
+        monkeypatch.setenv("KZOO_OFFLINE", "1")
+    with pytest.warns(UserWarning, match=r"testnet\.imagenet@v0\.2.*superseded by testnet\.imagenet"):
+        assert sources.fetch(current) == keras_path
+    blob = env / sources.BLOB_DIR / f"md5-{old.md5}" / current.file_name
+    assert keras_path.read_bytes() == weights and blob.read_bytes() == other_weights
+    assert server.count("/w/today.h5") == (0 if offline else 1)
+    requests = len(server.requests)
+    assert sources.fetch(old) == blob and sources.fetch(current) == keras_path  # both from the cache
+    assert len(server.requests) == requests
+    listed = verified_cache(capsys)
+    kept = f"blobs/md5-{old.md5}/{current.file_name}"
+    assert set(listed) == {current.file_name, kept}
+    assert listed[current.file_name].startswith("OK ") and "testnet.imagenet" in listed[current.file_name]
+    assert "testnet.imagenet@v0.2 (superseded by testnet.imagenet)" in listed[kept]
+    assert sources.cache_status(old).path == blob and sources.cache_status(old).state == "verified"
+
+
+def test_an_old_release_is_kept_by_content_when_fetched_and_today_s_file_does_not_displace_it(
+        server, register, weights, other_weights, env, capsys):
+    old_url = server.serve("/w/v0.2.h5", other_weights)
+    url = server.serve("/w/today.h5", weights)
+    current, old = shared_name_entries(register, weights, other_weights, urls=([url], [old_url]))
+    assert sources.cache_status(old).state == "missing"
+    blob = sources.fetch(old)  # never written at Keras' path
+    assert blob == env / sources.BLOB_DIR / f"md5-{old.md5}" / old.file_name
+    assert not (env / old.file_name).exists()
+    assert sources.fetch(current).read_bytes() == weights
+    assert blob.read_bytes() == other_weights
+    assert len(verified_cache(capsys)) == 2
+    # found at Keras' path, the old release is moved into its blob when asked for, out of Keras' reach
+    blob.unlink()
+    (env / "elsewhere").mkdir()
+    (env / old.file_name).rename(env / "elsewhere" / old.file_name)  # today's file, kept aside
+    (env / old.file_name).write_bytes(other_weights)
+    requests = len(server.requests)
+    with pytest.warns(UserWarning, match="moved"):
+        assert sources.fetch(old) == blob
+    assert blob.read_bytes() == other_weights and not (env / old.file_name).exists()
+    assert len(server.requests) == requests
+
+
+def test_offline_with_no_source_the_old_file_is_moved_out_of_keras_reach(register, weights, other_weights, env,
+                                                                        tmp_path, monkeypatch):
+    """Offline, today's file cannot be had: kzoo fails, but first moves the recognised v0.2 file out of
+    Keras' path, where keras.utils.get_file (asked for today's file offline) deletes it."""
+    import keras
+
+    current, old = shared_name_entries(register, weights, other_weights)
+    monkeypatch.setenv("KZOO_OFFLINE", "1")
+
+    def keras_get_file(folder: Path) -> None:
+        # as keras.applications asks for today's file: its md5, an origin that cannot answer (a closed port)
+        with pytest.raises(Exception, match="127.0.0.1:9/closed"):  # Keras re-raises a plain Exception
+            keras.utils.get_file(current.file_name, "http://127.0.0.1:9/closed", file_hash=current.md5,
+                                 cache_subdir=folder.name, cache_dir=str(folder.parent))
+
+    # The trap, shown without kzoo: Keras deletes the old file it finds under today's name.
+    control = tmp_path / "control" / "models"
+    control.mkdir(parents=True)
+    (control / current.file_name).write_bytes(other_weights)
+    keras_get_file(control)
+    assert not (control / current.file_name).exists()
+
+    env.mkdir()
+    (env / current.file_name).write_bytes(other_weights)
+    with pytest.warns(UserWarning, match="moved"), pytest.raises(WeightsNotFound):
+        sources.fetch(current)
+    keras_get_file(env)
+    assert sources.fetch(old).read_bytes() == other_weights
+
+
+def test_a_fetch_never_overwrites_another_verified_release_written_meanwhile(server, register, weights,
+                                                                           other_weights, env, monkeypatch):
+    """The old file appears at Keras' path while today's is downloading (keras.applications in another
+    process): it is recognised and moved before the rename, not overwritten."""
+    url = server.serve("/w/today.h5", weights)
+    current, old = shared_name_entries(register, weights, other_weights, urls=([url], []))
+    import kzoo.sources.fetching as fetching
+
+    real_fill = fetching._fill
+
+    def fill_then_old_file_appears(*args, **kwargs):
+        result = real_fill(*args, **kwargs)
+        (env / current.file_name).write_bytes(other_weights)
+        return result
+
+    monkeypatch.setattr(fetching, "_fill", fill_then_old_file_appears)
+    with pytest.warns(UserWarning, match="moved"):
+        assert sources.fetch(current).read_bytes() == weights
+    assert sources.fetch(old).read_bytes() == other_weights
+
+
+# --------------------------------------------------------------------------------------------- where a hash comes from
+
+def test_hash_mismatch_names_the_overlay_or_pin_file_the_hash_came_from(server, register, weights, other_weights,
+                                                                         env, tmp_path):
+    url = server.serve("/w/m.h5", other_weights)  # not the bytes the overlay pins
+    (entry,) = register(weights_entry("testnet.imagenet", weights, [url]))
+    with pytest.raises(HashMismatch) as info:
+        sources.fetch(entry)
+    overlay = os.environ["KZOO_REGISTRY"]
+    assert f"registry overlay {overlay}" in str(info.value) and "KZOO_REGISTRY" in str(info.value)
+    # trust on first use: the first download's hash, recorded in the pin file, is what later bytes must match
+    tofu_url = server.serve("/w/t.h5", weights)
+    (tofu,) = register(weights_entry("tofunet.imagenet", None, [tofu_url]))
+    sources.fetch(tofu)
+    (env / tofu.file_name).unlink()
+    server.serve("/w/t.h5", other_weights)
+    with pytest.raises(HashMismatch) as info:
+        sources.fetch(tofu)
+    assert f"pin file {os.environ['KZOO_PINS']}" in str(info.value) and "registry overlay" not in str(info.value)
+    # the shipped registry's own hashes name no file
+    import kzoo.registry as registry
+    from kzoo.sources.verify import hash_origin
+    assert hash_origin(registry.get_entry("resnet50.imagenet")) == ""

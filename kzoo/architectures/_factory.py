@@ -42,8 +42,9 @@ def registered_name(default: str) -> str:
 class Weights:
     """A builder's ``weights`` argument, checked once (as keras.applications checks it) and loaded once.
 
-    ``weights`` is None, a path (legacy ``.h5`` by layer name, or a Keras 3 ``.weights.h5``), or a
-    registry tag (``"imagenet"``, ``"tione"``, ...) for the registered name. ``pretrained`` is True for a
+    ``weights`` is None, a path (legacy ``.h5`` by layer name, or a Keras 3 ``.weights.h5``), a
+    registry tag (``"imagenet"``, ``"tione"``, ...) for the registered name, or a registry id
+    (``"resnet50.imagenet@dlm-v0.2"``: that file, superseded releases included). ``pretrained`` is True for a
     tag, so the input-shape rules for pretrained weights apply, as Keras applies them for ``"imagenet"``.
     Families whose Keras module words the errors differently pass their own templates
     (``str.format`` fields: ``weights``, ``classes``, ``num_classes``).
@@ -56,8 +57,17 @@ class Weights:
         self.include_top = include_top
         self.is_path = _common.is_weights_path(weights)
         self.pretrained = False
+        self.entry = None
         if weights is None or self.is_path:
             return
+        if isinstance(weights, str) and "." in weights:  # a registry id: "resnet50.imagenet@dlm-v0.2"
+            from kzoo import registry
+
+            self.entry = registry.load_registry().get(weights)
+            if self.entry is not None:
+                self._check_entry(classes, classes_error)
+                self.pretrained = True
+                return
         if weights != _common.IMAGENET:
             from kzoo import registry
 
@@ -67,13 +77,29 @@ class Weights:
             raise ValueError(classes_error.format(weights=weights, classes=classes, num_classes=num_classes))
         self.pretrained = True
 
+    def _check_entry(self, classes, classes_error):
+        """``weights=<registry id>``: the entry must be this model's, and carry a head if one is asked for."""
+        from kzoo import index
+        from kzoo.errors import IncompatibleWeights
+
+        entry = self.entry
+        if entry.model != index.normalise(self.model_name):
+            raise IncompatibleWeights(f"Weights {entry.id!r} are for model {entry.model!r}, not "
+                                      f"{self.model_name!r}. `kzoo list --weights --superseded` lists every id.")
+        if self.include_top and not entry.include_top:
+            raise IncompatibleWeights(f"Weights {entry.id!r} have no classifier head: build with "
+                                      f"include_top=False, or use the entry with the head.")
+        if self.include_top and entry.num_classes and classes != entry.num_classes:
+            raise ValueError(classes_error.format(weights=entry.id, classes=classes,
+                                                  num_classes=entry.num_classes))
+
     def local_file(self, **variant):
         """``(path, entry)``: the file to load and its registry entry (None for a user's path)."""
         if self.is_path:
             return os.fspath(self.value), None
         from kzoo import registry, sources
 
-        entry = registry.resolve_weights(self.model_name, self.value, self.include_top, **variant)
+        entry = self.entry or registry.resolve_weights(self.model_name, self.value, self.include_top, **variant)
         path = sources.fetch(entry)
         if entry.format != "keras-h5":
             from kzoo.convert import converted_weights_path
@@ -90,25 +116,17 @@ class Weights:
         allow_unexpected = entry is not None and entry.include_top and not self.include_top
         # A registry file was hash-verified by sources.fetch: HDF5 cannot be fed a damaged one, so the
         # child-process probe that guards a user's own file (keras_h5's docstring) is not needed.
-        _load_file(model, path, legacy_names, allow_unexpected=allow_unexpected, probe=entry is None)
+        _load_file(model, path, legacy_names, allow_unexpected=allow_unexpected, probe=entry is None,
+                   release=entry)
         return model
 
 
 def _load_file(model, path, legacy_names=None, *, probe=True, **kwargs):
     from kzoo.formats import keras_h5
 
-    if legacy_names is not None and keras_h5.is_legacy_h5(path, probe=probe):
-        file_layers = keras_h5.read_weights(path, probe=probe)
-        renamed = [(legacy_names(name), weights) for name, weights in file_layers]
-        if any(new != old for (new, _), (old, _) in zip(renamed, file_layers)):
-            import tempfile
-
-            # The strict by-name loader reads a renamed copy; the original file is never modified.
-            with tempfile.TemporaryDirectory(prefix="kzoo-renamed-") as tmp:
-                copy = os.path.join(tmp, os.path.basename(path))
-                keras_h5.write_weights(copy, renamed)
-                return keras_h5.load_weights(model, copy, probe=False, **kwargs)  # our own copy
-    return keras_h5.load_weights(model, path, probe=probe, **kwargs)
+    # legacy_names renames the file's layers as they are read (Keras 2 names such as "conv1/conv");
+    # superseded layouts are recognised inside (kzoo.formats.keras_legacy).
+    return keras_h5.load_weights(model, path, probe=probe, rename=legacy_names, **kwargs)
 
 
 def dense_head(x, classes, classifier_activation):

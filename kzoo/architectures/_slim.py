@@ -17,9 +17,10 @@ from kzoo.architectures import _common, _factory
 
 
 def conv_bn(x, filters, kernel_size, name, *, strides=1, padding="same", epsilon=1e-3, scale=False,
-            activation="relu"):
-    """slim ``conv2d`` under a batch-norm arg_scope: bias-free conv, BN, optional ReLU."""
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=name)(x)
+            activation="relu", dilation_rate=1):
+    """slim ``conv2d`` under a batch-norm arg_scope: bias-free conv, BN, optional ReLU (or ReLU6)."""
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, dilation_rate=dilation_rate,
+                      use_bias=False, name=name)(x)
     x = layers.BatchNormalization(axis=_common.bn_axis(), epsilon=epsilon, scale=scale, name=f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)

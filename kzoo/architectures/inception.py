@@ -20,15 +20,19 @@ Quirks kept from slim:
   and no BN* -- the arg_scope gives BN only to plain convs;
 - v2's reduction blocks use SAME padding, v4's use VALID; v2's ``Mixed_5c`` pools with max, the
   other v2 blocks with average.
+
+``SSDInceptionV2`` is v2 as the Object Detection API's SSD feature extractor builds it (ReLU6, BatchNorm with
+gamma on every conv, a bias-free BN'd separable stem) plus SSD's four extra feature layers; its weights are
+``weights="coco"`` (``ssd_inception_v2_coco_2018_01_28``).
 """
 
 from __future__ import annotations
 
 from keras import layers
 
-from kzoo.architectures import _slim
+from kzoo.architectures import _common, _slim
 
-__all__ = ["InceptionV1", "InceptionV2", "InceptionV4"]
+__all__ = ["InceptionV1", "InceptionV2", "InceptionV4", "SSDInceptionV2"]
 
 
 def _conv(x, filters, kernel_size, name, strides=1, padding="same"):
@@ -109,42 +113,60 @@ V2_BLOCKS = (
 )
 
 
-def inception_v2_block(x, name, b0, b1a, b1b, b2a, b2b, b2c, b3, pool):
-    branch_0 = _conv(x, b0, 1, f"{name}_Branch_0_Conv2d_0a_1x1")
-    branch_1 = _conv(x, b1a, 1, f"{name}_Branch_1_Conv2d_0a_1x1")
-    branch_1 = _conv(branch_1, b1b, 3, f"{name}_Branch_1_Conv2d_0b_3x3")
-    branch_2 = _conv(x, b2a, 1, f"{name}_Branch_2_Conv2d_0a_1x1")
-    branch_2 = _conv(branch_2, b2b, 3, f"{name}_Branch_2_Conv2d_0b_3x3")
-    branch_2 = _conv(branch_2, b2c, 3, f"{name}_Branch_2_Conv2d_0c_3x3")
+def inception_v2_block(x, name, b0, b1a, b1b, b2a, b2b, b2c, b3, pool, conv=_conv):
+    branch_0 = conv(x, b0, 1, f"{name}_Branch_0_Conv2d_0a_1x1")
+    branch_1 = conv(x, b1a, 1, f"{name}_Branch_1_Conv2d_0a_1x1")
+    branch_1 = conv(branch_1, b1b, 3, f"{name}_Branch_1_Conv2d_0b_3x3")
+    branch_2 = conv(x, b2a, 1, f"{name}_Branch_2_Conv2d_0a_1x1")
+    branch_2 = conv(branch_2, b2b, 3, f"{name}_Branch_2_Conv2d_0b_3x3")
+    branch_2 = conv(branch_2, b2c, 3, f"{name}_Branch_2_Conv2d_0c_3x3")
     if pool == "max":
         branch_3 = _max_pool(x, 3, 1, f"{name}_Branch_3_MaxPool_0a_3x3")
     else:
         branch_3 = _avg_pool(x, 3, 1, f"{name}_Branch_3_AvgPool_0a_3x3")
-    branch_3 = _conv(branch_3, b3, 1, f"{name}_Branch_3_Conv2d_0b_1x1")
+    branch_3 = conv(branch_3, b3, 1, f"{name}_Branch_3_Conv2d_0b_1x1")
     return _slim.concat([branch_0, branch_1, branch_2, branch_3], name)
 
 
-def inception_v2_reduction(x, name, b0a, b0b, b1a, b1b, b1c):
-    branch_0 = _conv(x, b0a, 1, f"{name}_Branch_0_Conv2d_0a_1x1")
-    branch_0 = _conv(branch_0, b0b, 3, f"{name}_Branch_0_Conv2d_1a_3x3", strides=2)
-    branch_1 = _conv(x, b1a, 1, f"{name}_Branch_1_Conv2d_0a_1x1")
-    branch_1 = _conv(branch_1, b1b, 3, f"{name}_Branch_1_Conv2d_0b_3x3")
-    branch_1 = _conv(branch_1, b1c, 3, f"{name}_Branch_1_Conv2d_1a_3x3", strides=2)
+def inception_v2_reduction(x, name, b0a, b0b, b1a, b1b, b1c, conv=_conv):
+    branch_0 = conv(x, b0a, 1, f"{name}_Branch_0_Conv2d_0a_1x1")
+    branch_0 = conv(branch_0, b0b, 3, f"{name}_Branch_0_Conv2d_1a_3x3", strides=2)
+    branch_1 = conv(x, b1a, 1, f"{name}_Branch_1_Conv2d_0a_1x1")
+    branch_1 = conv(branch_1, b1b, 3, f"{name}_Branch_1_Conv2d_0b_3x3")
+    branch_1 = conv(branch_1, b1c, 3, f"{name}_Branch_1_Conv2d_1a_3x3", strides=2)
     branch_2 = _max_pool(x, 3, 2, f"{name}_Branch_2_MaxPool_1a_3x3")
     return _slim.concat([branch_0, branch_1, branch_2], name)
 
 
-def inception_v2_features(x):
-    # Separable stem with bias and ReLU, no BN (see the module docstring).
-    x = layers.SeparableConv2D(64, 7, strides=2, padding="same", depth_multiplier=8, name="Conv2d_1a_7x7")(x)
-    x = layers.Activation("relu", name="Conv2d_1a_7x7_relu")(x)
+def _ssd_conv(x, filters, kernel_size, name, strides=1, padding="same"):
+    """The Object Detection API's ``conv_hyperparams``: BN with gamma (eps 1e-3) and ReLU6."""
+    return _slim.conv_bn(x, filters, kernel_size, name, strides=strides, padding=padding, epsilon=1e-3,
+                         scale=True, activation="relu6")
+
+
+def inception_v2_features(x, ssd=False, end_points=None):
+    """Slim's ``inception_v2_base`` up to ``Mixed_5c``. ``ssd``: under the SSD feature extractor's arg_scope
+    (every conv, the separable stem included, gets BN with gamma and ReLU6; no biases). ``end_points``: a
+    dict to collect the block outputs in (``Mixed_4c`` ...)."""
+    conv = _ssd_conv if ssd else _conv
+    if ssd:
+        x = layers.SeparableConv2D(64, 7, strides=2, padding="same", depth_multiplier=8, use_bias=False,
+                                   name="Conv2d_1a_7x7")(x)
+        x = layers.BatchNormalization(axis=_common.bn_axis(), epsilon=1e-3, name="Conv2d_1a_7x7_bn")(x)
+        x = layers.Activation("relu6", name="Conv2d_1a_7x7_relu6")(x)
+    else:
+        # Separable stem with bias and ReLU, no BN (see the module docstring).
+        x = layers.SeparableConv2D(64, 7, strides=2, padding="same", depth_multiplier=8, name="Conv2d_1a_7x7")(x)
+        x = layers.Activation("relu", name="Conv2d_1a_7x7_relu")(x)
     x = _max_pool(x, 3, 2, "MaxPool_2a_3x3")
-    x = _conv(x, 64, 1, "Conv2d_2b_1x1")
-    x = _conv(x, 192, 3, "Conv2d_2c_3x3")
+    x = conv(x, 64, 1, "Conv2d_2b_1x1")
+    x = conv(x, 192, 3, "Conv2d_2c_3x3")
     x = _max_pool(x, 3, 2, "MaxPool_3a_3x3")
     for name, kind, channels in V2_BLOCKS:
         block = inception_v2_block if kind == "inception" else inception_v2_reduction
-        x = block(x, name, *channels)
+        x = block(x, name, *channels, conv=conv)
+        if end_points is not None:
+            end_points[name] = x
     return x
 
 
@@ -299,6 +321,54 @@ def InceptionV4(include_top=True, weights="tione", input_tensor=None, input_shap
     auxiliary head of the checkpoint is not built."""
     return _build("inception_v4", inception_v4_features, 299, 75, include_top, weights, input_tensor,
                   input_shape, pooling, classes, classifier_activation, name)
+
+
+# ------------------------------------------------------------------------------------------------
+# SSD InceptionV2 (the Object Detection API's ssd_inception_v2 feature extractor)
+# ------------------------------------------------------------------------------------------------
+
+SSD_BASE_MAPS = ("Mixed_4c", "Mixed_5c")
+# multi_resolution_feature_maps' extra layers: (layout index, depth); each is a 1x1 conv to depth / 2, then a
+# 3x3/2 conv to depth, both named after the last base map (insert_1x1_conv=True).
+SSD_EXTRA_LAYERS = ((2, 512), (3, 256), (4, 256), (5, 128))
+
+
+def ssd_extra_layer(x, index, depth):
+    x = _ssd_conv(x, depth // 2, 1, f"Mixed_5c_1_Conv2d_{index}_1x1_{depth // 2}")
+    return _ssd_conv(x, depth, 3, f"Mixed_5c_2_Conv2d_{index}_3x3_s2_{depth}", strides=2)
+
+
+def ssd_feature_maps(x):
+    """The six SSD feature maps: ``Mixed_4c`` (stride 16), ``Mixed_5c`` (32), and four extra layers (64 ... 512)."""
+    end_points = {}
+    x = inception_v2_features(x, ssd=True, end_points=end_points)
+    maps = [end_points[name] for name in SSD_BASE_MAPS]
+    for index, depth in SSD_EXTRA_LAYERS:
+        x = ssd_extra_layer(x, index, depth)
+        maps.append(x)
+    return maps
+
+
+def SSDInceptionV2(include_top=False, weights="coco", input_tensor=None, input_shape=None, pooling=None,
+                   name="ssd_inception_v2"):
+    """The feature extractor of the Object Detection API's SSD InceptionV2 (tensorflow/models
+    research/object_detection ``models/ssd_inception_v2_feature_extractor.py``): slim's InceptionV2 base under
+    the detector's conv hyperparameters -- every conv (the separable stem included) bias-free with BatchNorm
+    *with* gamma (eps 1e-3) and ReLU6 -- and the four extra layers of ``multi_resolution_feature_maps``.
+
+    Returns the six feature maps (``Mixed_4c`` ... ``Mixed_5c_2_Conv2d_5_3x3_s2_128``) for a 300x300 input by
+    default (the detector's ``fixed_shape_resizer``); input in [-1, 1] (``preprocess_input``).
+    ``weights="coco"``: ``ssd_inception_v2_coco_2018_01_28``, converted on first use. There is no classifier.
+    """
+    if include_top:
+        raise ValueError("SSDInceptionV2 is a feature extractor: it has no classifier (include_top=False).")
+    if pooling is not None:
+        raise ValueError(f"SSDInceptionV2 returns feature maps; pooling={pooling!r} is not supported.")
+    if input_shape is None and input_tensor is None:
+        input_shape = (300, 300, 3)
+    return _slim.build("ssd_inception_v2", ssd_feature_maps, include_top=False, weights=weights,
+                       input_tensor=input_tensor, input_shape=input_shape, pooling=None, classes=91,
+                       classifier_activation=None, name=name, default_size=300, min_size=32)
 
 
 preprocess_input = _slim.preprocess_inception

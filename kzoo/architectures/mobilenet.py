@@ -19,7 +19,7 @@ from keras import layers
 from kzoo.architectures import _common, _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess  # noqa: F401
 
-__all__ = ["MobileNet"]
+__all__ = ["MobileNet", "MobileNetV1ReLU"]
 
 # (pointwise filters, stride) of depthwise-separable blocks 1..13.
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -30,19 +30,20 @@ WEIGHT_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 preprocess_input = family_preprocess("tf")
 
 
-def _depthwise_block(x, filters, alpha, depth_multiplier, stride, block_id):
+def _depthwise_block(x, filters, alpha, depth_multiplier, stride, block_id, *, relu_max=6.0,
+                     stride_pad=((0, 1), (0, 1)), epsilon=1e-3):
     axis = _common.bn_axis()
     if stride != 1:
-        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"conv_pad_{block_id}")(x)
+        x = layers.ZeroPadding2D(stride_pad, name=f"conv_pad_{block_id}")(x)
     x = layers.DepthwiseConv2D((3, 3), padding="same" if stride == 1 else "valid",
                                depth_multiplier=depth_multiplier, strides=(stride, stride), use_bias=False,
                                name=f"conv_dw_{block_id}")(x)
-    x = layers.BatchNormalization(axis=axis, name=f"conv_dw_{block_id}_bn")(x)
-    x = layers.ReLU(6.0, name=f"conv_dw_{block_id}_relu")(x)
+    x = layers.BatchNormalization(axis=axis, epsilon=epsilon, name=f"conv_dw_{block_id}_bn")(x)
+    x = layers.ReLU(relu_max, name=f"conv_dw_{block_id}_relu")(x)
     x = layers.Conv2D(int(filters * alpha), (1, 1), padding="same", use_bias=False, strides=(1, 1),
                       name=f"conv_pw_{block_id}")(x)
-    x = layers.BatchNormalization(axis=axis, name=f"conv_pw_{block_id}_bn")(x)
-    return layers.ReLU(6.0, name=f"conv_pw_{block_id}_relu")(x)
+    x = layers.BatchNormalization(axis=axis, epsilon=epsilon, name=f"conv_pw_{block_id}_bn")(x)
+    return layers.ReLU(relu_max, name=f"conv_pw_{block_id}_relu")(x)
 
 
 def _spatial(shape):
@@ -107,3 +108,46 @@ def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, inc
     # Keras' file choice: 1.0 / 0.75 / 0.5, anything else (only 0.25 passes validation) -> 0.25.
     variant_alpha = float(alpha) if alpha in (1.0, 0.75, 0.5) else 0.25
     return request.load(model, alpha=variant_alpha, rows=rows)
+
+
+# MobileNet v1 as the paper (https://arxiv.org/abs/1704.04861) and PaddlePaddle's models_name/mobilenet.py build
+# it: plain ReLU, every strided 3x3 padded by one pixel on each side, BatchNorm epsilon 1e-5.
+RELU_EPSILON = 1e-5
+RELU_MAX = None  # Keras' MobileNet: 6.0
+RELU_STRIDE_PAD = 1  # Keras' MobileNet: ((0, 1), (0, 1))
+
+
+def _relu_body(alpha):
+    def body(img_input):
+        axis = _common.bn_axis()
+        x = layers.ZeroPadding2D(RELU_STRIDE_PAD, name="conv1_pad")(img_input)
+        x = layers.Conv2D(int(32 * alpha), (3, 3), padding="valid", use_bias=False, strides=(2, 2), name="conv1")(x)
+        x = layers.BatchNormalization(axis=axis, epsilon=RELU_EPSILON, name="conv1_bn")(x)
+        x = layers.ReLU(RELU_MAX, name="conv1_relu")(x)
+        for block_id, (filters, stride) in enumerate(BLOCKS, start=1):
+            x = _depthwise_block(x, filters, alpha, 1, stride, block_id, relu_max=RELU_MAX,
+                                 stride_pad=RELU_STRIDE_PAD, epsilon=RELU_EPSILON)
+        return x
+
+    return body
+
+
+def _conv_preds_head(x, classes, classifier_activation):
+    """Keras MobileNet's classifier (a 1x1 conv on the pooled features), so one .h5 layout serves both."""
+    x = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    x = layers.Conv2D(classes, (1, 1), padding="same", name="conv_preds")(x)
+    x = layers.Reshape((classes,), name="reshape_2")(x)
+    return layers.Activation(activation=classifier_activation, name="predictions")(x)
+
+
+def MobileNetV1ReLU(input_shape=None, alpha=1.0, include_top=True, weights="paddle", input_tensor=None,
+                    pooling=None, classes=1000, classifier_activation="softmax", name="mobilenet_v1_relu"):
+    """Instantiates MobileNet v1 with ReLU (not ReLU6) and symmetric padding on its strided convs.
+
+    Layer names and weight shapes are Keras' ``MobileNet(alpha)``. Preprocessing:
+    ``kzoo.preprocess_input(x, mode="torch")`` for the Paddle weights (``weights="paddle"``, alpha 1.0).
+    """
+    return _factory.build("mobilenet_v1_relu", _relu_body(alpha), head=_conv_preds_head, include_top=include_top,
+                          weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          default_size=224, min_size=32, pool_names=(None, None))

@@ -8,11 +8,20 @@ This is not Keras' ``ResNet50``: the weight shapes agree, the computation does n
 - max-pools ``pool1`` 3x3/2 with ``padding='same'`` (Keras: zero-pad 1, then VALID);
 - has no conv biases and BN eps 1e-5 with gamma.
 
+``output_stride`` (8 or 16; None = 32) is slim's ``resnet_v1(output_stride=...)`` for dense prediction, as
+the Object Detection API's Faster R-CNN / R-FCN feature extractors use it (``first_stage_features_stride``):
+once the running stride reaches it, every later unit runs at stride 1 and its 3x3 ``conv2`` is dilated by
+the product of the strides skipped so far (``resnet_utils.stack_blocks_dense`` in tensorflow/models
+research/slim). At 16 the last unit of block3 keeps stride 1 and block4 runs at rate 2; at 8 the last unit
+of block2 also keeps stride 1, block3 runs at rate 2 and block4 at rate 4. The weights are the same.
+
 Layer names follow the slim scopes: ``resnet_v1_50/block1/unit_1/bottleneck_v1/conv1/weights``
 -> ``block1_unit1_bottleneck_v1_conv1`` (BN: ``..._conv1_bn``); ``conv1`` / ``conv1_bn`` for the
 stem; slim's 1x1-conv ``logits`` -> the Dense ``predictions``. Input: RGB minus the ImageNet means
 (``preprocess_input``), as slim's vgg preprocessing feeds it. Default weights: the TI-ONE slim
-checkpoints (``weights="tione"``), converted on first use.
+checkpoints (``weights="tione"``), converted on first use. ``weights="coco"`` (``include_top=False``) is the
+backbone of a TI-ONE / Object Detection API detector (Faster R-CNN ResNet-50, R-FCN ResNet-101): see
+``kzoo.detection``.
 """
 
 from __future__ import annotations
@@ -30,15 +39,17 @@ BN_EPSILON = 1e-5
 # output 4x that, stride 2 in its last unit except block4.
 DEPTHS = (50, 101, 152)
 BLOCK_STRIDES = (2, 2, 2, 1)
+OUTPUT_STRIDES = (None, 8, 16, 32)
 
 
-def _conv_bn(x, filters, kernel_size, name, strides=1, padding="same", activation="relu"):
+def _conv_bn(x, filters, kernel_size, name, strides=1, padding="same", activation="relu", dilation_rate=1):
     return _slim.conv_bn(x, filters, kernel_size, name, strides=strides, padding=padding,
-                         epsilon=BN_EPSILON, scale=True, activation=activation)
+                         epsilon=BN_EPSILON, scale=True, activation=activation, dilation_rate=dilation_rate)
 
 
-def bottleneck_v1(x, depth_bottleneck, stride, name):
-    """One slim ``bottleneck_v1`` unit; ``name`` is its Keras prefix, e.g. ``block1_unit3``."""
+def bottleneck_v1(x, depth_bottleneck, stride, name, rate=1):
+    """One slim ``bottleneck_v1`` unit; ``name`` is its Keras prefix, e.g. ``block1_unit3``; ``rate`` dilates
+    its 3x3 conv (stride-1 units only, as in slim)."""
     prefix = f"{name}_bottleneck_v1"
     depth = 4 * depth_bottleneck
     if x.shape[_common.bn_axis()] == depth:
@@ -49,7 +60,7 @@ def bottleneck_v1(x, depth_bottleneck, stride, name):
 
     residual = _conv_bn(x, depth_bottleneck, 1, f"{prefix}_conv1")
     if stride == 1:
-        residual = _conv_bn(residual, depth_bottleneck, 3, f"{prefix}_conv2")
+        residual = _conv_bn(residual, depth_bottleneck, 3, f"{prefix}_conv2", dilation_rate=rate)
     else:
         # conv2d_same: symmetric explicit padding, then VALID (differs from 'same' on even sizes).
         residual = layers.ZeroPadding2D(1, name=f"{prefix}_conv2_pad")(residual)
@@ -60,10 +71,36 @@ def bottleneck_v1(x, depth_bottleneck, stride, name):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def resnet_v1_block(x, block, depth_bottleneck, units, stride):
-    for unit in range(1, units + 1):
-        x = bottleneck_v1(x, depth_bottleneck, stride if unit == units else 1, f"block{block}_unit{unit}")
+def unit_plan(stages, output_stride=None, first_block=1, input_stride=4):
+    """``[(block, unit, stride, rate), ...]`` for every unit, as slim's ``stack_blocks_dense`` runs them:
+    the stem leaves the running stride at ``input_stride``; once it equals ``output_stride`` a unit keeps
+    stride 1 and is dilated by the strides skipped before it."""
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}; received output_stride={output_stride}")
+    current, rate, plan = input_stride, 1, []
+    for block, units in enumerate(stages, start=first_block):
+        for unit in range(1, units + 1):
+            stride = BLOCK_STRIDES[block - 1] if unit == units else 1
+            if output_stride is not None and current == output_stride:
+                plan.append((block, unit, 1, rate))
+                rate *= stride
+            else:
+                plan.append((block, unit, stride, 1))
+                current *= stride
+    return plan
+
+
+def resnet_v1_blocks(x, plan):
+    """The units of ``plan`` (:func:`unit_plan`) on ``x``."""
+    for block, unit, stride, rate in plan:
+        x = bottleneck_v1(x, 64 * 2 ** (block - 1), stride, f"block{block}_unit{unit}", rate=rate)
     return x
+
+
+def stem(x):
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = _conv_bn(x, 64, 7, "conv1", strides=2, padding="valid")
+    return layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
 
 
 def ResNetV1(
@@ -76,19 +113,17 @@ def ResNetV1(
     classes=1000,
     classifier_activation="softmax",
     name=None,
+    output_stride=None,
 ):
-    """Slim ResNet v1 with ``depth`` in {50, 101, 152}; Keras-applications arguments."""
+    """Slim ResNet v1 with ``depth`` in {50, 101, 152}; Keras-applications arguments, and slim's
+    ``output_stride`` (None, 8, 16 or 32; see the module docstring)."""
     if depth not in DEPTHS:
         raise ValueError(f"ResNetV1 depth must be one of {DEPTHS}; received depth={depth}")
     model_name = f"resnet_v1_{depth}"
+    plan = unit_plan(index.get(model_name).stages, output_stride)
 
     def body(x):
-        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = _conv_bn(x, 64, 7, "conv1", strides=2, padding="valid")
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-        for block, (units, stride) in enumerate(zip(index.get(model_name).stages, BLOCK_STRIDES), start=1):
-            x = resnet_v1_block(x, block, 64 * 2 ** (block - 1), units, stride)
-        return x
+        return resnet_v1_blocks(stem(x), plan)
 
     return _slim.build(model_name, body, include_top=include_top, weights=weights, input_tensor=input_tensor,
                        input_shape=input_shape, pooling=pooling, classes=classes,
@@ -98,10 +133,10 @@ def ResNetV1(
 
 def _variant(depth):
     def builder(include_top=True, weights="tione", input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", name=None):
+                classifier_activation="softmax", name=None, output_stride=None):
         return ResNetV1(depth, include_top=include_top, weights=weights, input_tensor=input_tensor,
                         input_shape=input_shape, pooling=pooling, classes=classes,
-                        classifier_activation=classifier_activation, name=name)
+                        classifier_activation=classifier_activation, name=name, output_stride=output_stride)
 
     builder.__name__ = builder.__qualname__ = f"ResNetV1_{depth}"
     builder.__doc__ = f"Slim ResNet v1 {depth} (``resnet_v1_{depth}``). See the module docstring."

@@ -1,7 +1,10 @@
-"""VGG16 and VGG19, as keras.applications builds them (layer names ``block{b}_conv{i}``, ``fc1``, ``fc2``).
+"""VGG11, VGG13, VGG16 and VGG19, as keras.applications builds VGG16/19 (layer names ``block{b}_conv{i}``,
+``fc1``, ``fc2``).
 
 A depth is data: the number of 3x3 convolutions in each of the five blocks (the index rows' ``stages``,
-which the TF-slim conversion rule reads too). The TF-slim names ``vgg_16`` / ``vgg_19`` are registrations
+which the TF-slim and Paddle conversion rules read too). VGG11 and VGG13 (configurations A and B of
+Simonyan & Zisserman, https://arxiv.org/abs/1409.1556) have no keras.applications original; their weights are
+PaddlePaddle's (``weights="paddle"``, RGB ``torch`` preprocessing). The TF-slim names ``vgg_16`` / ``vgg_19`` are registrations
 of these builders (see ``kzoo.index``): the same network, with weights looked up under the slim name.
 """
 
@@ -13,7 +16,7 @@ from kzoo import index
 from kzoo.architectures import _factory
 from kzoo.preprocessing import decode_predictions, family_preprocess  # noqa: F401
 
-__all__ = ["VGG16", "VGG19"]
+__all__ = ["VGG11", "VGG13", "VGG16", "VGG19"]
 
 BLOCK_WIDTHS = (64, 128, 256, 512, 512)
 
@@ -44,6 +47,25 @@ def _vgg(model_name, include_top, weights, input_tensor, input_shape, pooling, c
                           weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
                           classes=classes, classifier_activation=classifier_activation, name=name,
                           default_size=224, min_size=32, pool_names=(None, None))  # unnamed in Keras
+
+
+def VGG11(include_top=True, weights="paddle", input_tensor=None, input_shape=None, pooling=None,
+          classes=1000, classifier_activation="softmax", name="vgg11"):
+    """Instantiates VGG11 (configuration A: 1, 1, 2, 2, 2 convs per block) in the VGG16 layout.
+
+    Preprocessing: ``kzoo.preprocess_input(x, mode="torch")`` for the Paddle weights (RGB, ImageNet mean/std).
+    ``weights``: None, 'paddle', a registry tag for ``vgg11``, or a path to an .h5 / .weights.h5.
+    """
+    return _vgg("vgg11", include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
+                name)
+
+
+def VGG13(include_top=True, weights="paddle", input_tensor=None, input_shape=None, pooling=None,
+          classes=1000, classifier_activation="softmax", name="vgg13"):
+    """Instantiates VGG13 (configuration B: 2 convs per block) in the VGG16 layout. Weights and
+    preprocessing as for :func:`VGG11`."""
+    return _vgg("vgg13", include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
+                name)
 
 
 def VGG16(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,

@@ -26,9 +26,15 @@ loss, backward, SGD update, via ``train_on_batch``). FLOPs are counted from the 
 (conv, depthwise, separable, transposed conv and dense multiply-adds; 1 MAC = 2 FLOPs; BN, activations
 and pooling are not counted, as fvcore and timm do). Training FLOPs are taken as 3x forward.
 
+Engines (``--engine onnxruntime,openvino,litert,tensorflow``): kzoo's model exported by ``kzoo.export`` into
+a temporary folder (parity-checked against the Keras model) and timed in its own runtime, with its own
+intra-op thread setting (``--threads``), interleaved with the Keras candidates; ``--optimize`` adds the
+export of ``optimize_for_inference``'s graph where the format holds it.
+
 Modules: ``environment`` (device, peaks, threads, allocator), ``flops``, ``candidate`` (the interface
-of a comparison source) implemented by ``keras_candidates`` and ``timm_candidate`` and registered in
-``source_table``; ``measure`` (OOM backoff, interleaved timing), ``sweep``, ``report`` and ``cli``.
+of a comparison source) implemented by ``keras_candidates``, ``engine_candidates`` and ``timm_candidate``
+and registered in ``source_table``; ``measure`` (OOM backoff, interleaved timing), ``sweep``, ``report``
+and ``cli``.
 """
 
 from kzoo.bench.cli import cli_main

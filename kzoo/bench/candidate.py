@@ -25,16 +25,20 @@ class Candidate:
     plot_style: ClassVar[str] = "-"  # matplotlib format of its line in ``--plot``
 
     def __init__(self, *, mode: str = "infer", precision: str = "float32", jit: bool = False,
-                 image_size=None, build: Callable | None = None, log: Callable | None = None):
+                 image_size=None, build: Callable | None = None, log: Callable | None = None,
+                 threads: int | None = None):
         """``image_size`` None keeps each model's own input size. ``build(name, source, image_size=,
         precision=[, batch_size=])`` replaces how a Keras model is built (tests inject a tiny one);
-        sources that build no Keras model ignore it."""
+        sources that build no Keras model ignore it. ``threads`` is for a source with its own thread
+        setting (an exported engine's session); None keeps its default. The Keras backend's threads
+        are set per process (:func:`kzoo.bench.environment.set_threads`)."""
         self.mode = mode
         self.precision = precision
         self.jit = jit
         self.image_size = image_size
         self.build = build
         self.log = log or (lambda msg: None)
+        self.threads = threads
 
     @classmethod
     def problem(cls) -> str | None:

@@ -23,7 +23,7 @@ from kzoo.bench.report import (
     write_csv,
     write_json,
 )
-from kzoo.bench.source_table import BASELINES, SOURCES
+from kzoo.bench.source_table import BASELINES, ENGINE_SOURCES, SOURCES
 from kzoo.bench.sweep import QUICK_BATCH, QUICK_MODELS, run_benchmarks
 
 
@@ -55,8 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's own)")
     p.add_argument("--compare", default="keras",
                    help=f"comma-separated baselines: {','.join(BASELINES)} (or 'none')")
+    p.add_argument("--engine", default="keras",
+                   help=f"comma-separated engines that run kzoo's model: {','.join(ENGINE_SOURCES)} (default keras). "
+                        "An engine other than keras times the model exported by kzoo.export (into a temporary "
+                        "folder, parity-checked) in its own runtime, with --threads intra-op threads")
     p.add_argument("--optimize", action="store_true",
-                   help="also measure kzoo.optimize_for_inference(model) (inference)")
+                   help="also measure kzoo.optimize_for_inference(model) on each engine (inference; "
+                        "exported without the layers a format cannot hold)")
     p.add_argument("--repeats", type=int, default=3, help="timed blocks per candidate (default 3)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed block (default 1.0)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up steps after the compile call")
@@ -85,8 +90,18 @@ def cli_main(argv=None) -> int:
         if c not in BASELINES:
             print(f"kzoo bench: --compare takes {' and/or '.join(BASELINES)}, got {c!r}", file=sys.stderr)
             return 2
+    engines = [e.strip().lower() for e in args.engine.split(",") if e.strip()]
+    for engine in engines:
+        if engine not in ENGINE_SOURCES:
+            print(f"kzoo bench: --engine takes {','.join(ENGINE_SOURCES)}, got {engine!r}", file=sys.stderr)
+            return 2
+        problem = SOURCES[ENGINE_SOURCES[engine][0]].problem()
+        if problem:  # asked for by name: an error, not a skipped row
+            print(f"kzoo bench: the {engine} engine cannot run: {problem}", file=sys.stderr)
+            return 2
     # The quick check shows what kzoo offers for speed, so it includes the optimised model.
-    sources = ["kzoo"] + (["kzoo-opt"] if args.optimize or quick else []) + compare
+    sources = [source for engine in dict.fromkeys(engines)
+               for source in ENGINE_SOURCES[engine][:2 if args.optimize or quick else 1]] + compare
     # Asked before Keras brings in TensorFlow: timm (and torch, triton) must be imported first
     # (see timm_import_problem).
     for c in compare:
@@ -112,11 +127,12 @@ def cli_main(argv=None) -> int:
     results = run_benchmarks(
         models, batch_sizes, mode=args.mode, precision=args.precision, jit=jit,
         image_size=args.image_size, sources=sources, warmup=args.warmup, repeats=args.repeats,
-        min_time=args.min_time, log=log,
+        min_time=args.min_time, log=log, threads=args.threads,
     )
     allocator = f" | {env['tf_cpu_allocator']} allocator" if "tf_cpu_allocator" in env else ""
+    threads = f" | {args.threads} thread(s)" if args.threads else ""
     print(f"# {env['backend']} on {env['device']} | keras {env['keras']} | "
-          f"{args.mode} {args.precision} {'jit' if jit else 'no-jit'}{allocator} | "
+          f"{args.mode} {args.precision} {'jit' if jit else 'no-jit'}{allocator}{threads} | "
           f"{args.repeats} x >= {args.min_time:g}s blocks, interleaved | {time.perf_counter() - t0:.0f}s total")
     print(format_table(results))
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "csv", "plot")}

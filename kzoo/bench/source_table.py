@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kzoo.bench.engine_candidates import ENGINE_CANDIDATES, OPTIMIZED_SUFFIX
 from kzoo.bench.keras_candidates import (
     KerasApplications,
     KerasModelCandidate,
@@ -11,9 +12,13 @@ from kzoo.bench.keras_candidates import (
 from kzoo.bench.timm_candidate import Timm
 
 # Name -> class, in the order of the table's and CSV's ratio columns.
-SOURCES = {candidate.name: candidate for candidate in (Kzoo, KzooOptimized, KerasApplications, Timm)}
+SOURCES = {candidate.name: candidate
+           for candidate in (Kzoo, KzooOptimized, *ENGINE_CANDIDATES, KerasApplications, Timm)}
 BASELINES = tuple(name for name, candidate in SOURCES.items() if candidate.baseline)
 OURS = tuple(name for name, candidate in SOURCES.items() if not candidate.baseline)
+# ``--engine`` names -> the sources that run kzoo's model there (plain, optimised): Keras is kzoo's own model.
+ENGINE_SOURCES = {"keras": ("kzoo", "kzoo-opt"),
+                  **{c.engine: (c.name, c.name + OPTIMIZED_SUFFIX) for c in ENGINE_CANDIDATES if not c.optimize}}
 
 
 def build_model(name: str, source: str, *, image_size=None, precision="float32", batch_size=None):

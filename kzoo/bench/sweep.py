@@ -34,6 +34,7 @@ def run_benchmarks(
     min_time: float = 1.0,
     build: Callable | None = None,
     log: Callable | None = None,
+    threads: int | None = None,
 ) -> list[BenchResult]:
     """Measure every model x batch size, each source interleaved with the others.
 
@@ -41,6 +42,9 @@ def run_benchmarks(
     :func:`build_model`); it is how tests inject a tiny model. ``kzoo-opt`` is built once per batch
     size, with ``batch_size=`` too, because the optimizer tunes its Winograd tiles to the batch.
     ``timm`` runs only when torch and timm are importable (it is skipped with a note otherwise).
+    An engine source (``onnxruntime``, ``openvino``, ``litert``, ``tensorflow``, and their ``-opt``) exports
+    kzoo's model once per model and runs it in its runtime with ``threads`` intra-op threads (None: the
+    runtime's default).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -62,7 +66,7 @@ def run_benchmarks(
     for name in models:
         # New candidates per model, so the previous model's memory goes with them.
         candidates = [SOURCES[source](mode=mode, precision=precision, jit=jit, image_size=image_size,
-                                      build=build, log=log) for source in sources]
+                                      build=build, log=log, threads=threads) for source in sources]
         for candidate in candidates:
             candidate.start_model(name)
         # timm gets the Keras models' input size (timm's own default may differ, e.g. EfficientNet-B3)

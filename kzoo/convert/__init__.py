@@ -18,6 +18,7 @@ import argparse
 import functools
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -58,17 +59,27 @@ def _load_families() -> None:
 
 
 def supported_models() -> list[str]:
-    """Every kzoo model name a checkpoint can be converted to."""
+    """Every kzoo model name a checkpoint can be converted to (by its default rules)."""
     _load_families()
-    return sorted(FAMILIES)
+    return sorted(name for name in FAMILIES if ":" not in name)
 
 
 def _canonical(model: str) -> str:
     return index.normalise(model)
 
 
-def _family(model_name: str):
+def _family(model_name: str, rules: str | None = None):
+    """The rules for ``model_name``: its default family, or the rule set ``rules`` (a module under
+    kzoo.convert registering ``"<rules>:<model>"``, e.g. ``od_resnet_v1``: the same builder's weights from
+    another checkpoint layout)."""
     _load_families()
+    if rules is not None:
+        key = f"{rules}:{model_name}"
+        if key not in FAMILIES and importlib.util.find_spec(f"{__name__}.{rules}") is not None:
+            importlib.import_module(f"{__name__}.{rules}")
+        if key not in FAMILIES:
+            raise ConversionError(f"No checkpoint conversion rules {rules!r} for model {model_name!r}.")
+        return FAMILIES[key]
     if model_name not in FAMILIES:
         raise ConversionError(
             f"No checkpoint conversion rules for model {model_name!r}. Convertible models: "
@@ -79,7 +90,7 @@ def _family(model_name: str):
 def _guess_models(shapes) -> list[str]:
     """Models whose head variable this checkpoint has (for 'wrong architecture' messages)."""
     _load_families()
-    return sorted(name for name, fam in FAMILIES.items() if fam.head_variable(name) in shapes)
+    return sorted(name for name, fam in FAMILIES.items() if ":" not in name and fam.head_variable(name) in shapes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,14 +169,14 @@ def _build_model(model_name: str, classes: int | None, include_top: bool):
 
 
 @functools.lru_cache(maxsize=8)
-def _plan(model_name, classes, include_top, drop, checkpoint_classes, variables, conversion="{}"):
+def _plan(model_name, classes, include_top, drop, checkpoint_classes, variables, conversion="{}", rule_set=None):
     """[(layer name, [_Slot, ...]), ...] for every layer, in model order."""
     from kzoo.formats.keras_h5 import legacy_weights
 
     model = _build_model(model_name, classes, include_top)
     ctx = RuleContext(model_name, checkpoint_classes, drop, include_top, dict(variables), json.loads(conversion))
     rules = {}
-    for rule in _family(model_name).rules(model, ctx):
+    for rule in _family(model_name, rule_set).rules(model, ctx):
         rules[(rule.layer, rule.weight)] = rule
     plan = []
     for layer in model.layers:
@@ -200,7 +211,8 @@ def _default_output(model_name: str) -> Path:
 
 def convert_checkpoint(src, model: str, output=None, keep_background: bool = False, use_ema: bool = True,
                        *, include_top: bool = True, progress: bool | None = None,
-                       workdir=None, hint: str | None = None, conversion=None) -> ConversionReport:
+                       workdir=None, hint: str | None = None, conversion=None,
+                       rules: str | None = None) -> ConversionReport:
     """Convert a TF-slim checkpoint into a Keras h5 weight file for the kzoo model ``model``.
 
     src:             V1 checkpoint file, V2 prefix, folder, or .tar.gz/.tgz/.zip archive.
@@ -215,6 +227,8 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
                      several (default: the model name).
     conversion:      the registry entry's ``conversion`` block, handed to the rules as
                      ``ctx.conversion`` (e.g. ShuffleNet's ``label_order``).
+    rules:           a rule set other than the model's default (``od_resnet_v1``: a detector's backbone);
+                     default: the entry's ``conversion.rules``, else the model's own family.
 
     Raises ConversionError naming every missing variable and shape mismatch (nothing is written),
     UnsafeArchive for archives that would escape their folder or exceed the size limits.
@@ -224,10 +238,21 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
 
     started = time.perf_counter()
     model_name = _canonical(model)
-    family = _family(model_name)
+    rules = rules or (conversion or {}).get("rules")
+    family = _family(model_name, rules)
+    if getattr(index.MODELS.get(model_name), "kind", "image") == "text":
+        raise ConversionError(
+            f"{model_name} is a text model: it converts into a keras-hub preset folder, not an h5. Use "
+            f"`kzoo convert SRC --model {model_name} -o FOLDER` or kzoo.convert.google_bert_preset.write_preset.")
     output = Path(output) if output is not None else _default_output(model_name)
 
-    with open_checkpoint(src, hint=hint or model_name, workdir=workdir) as ckpt:
+    if family.name.startswith("paddle_"):  # PaddlePaddle folders, archives, .pdparams (kzoo.formats.paddle)
+        from kzoo.convert.paddle_common import open_source
+
+        opened = open_source(src, model_name, family.name, workdir=workdir)
+    else:
+        opened = open_checkpoint(src, hint=hint or model_name, workdir=workdir)
+    with opened as ckpt:
         shapes = ckpt.shapes()
         head = family.head_variable(model_name)
         if head is not None and head not in shapes:
@@ -244,7 +269,7 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
         variables = tuple(sorted(shapes.items())) if family.needs_variables else ()
         # The entry's conversion block reaches the rules as ctx.conversion (JSON: a hashable cache key).
         plan, stray = _plan(model_name, classes, include_top, drop, checkpoint_classes, variables,
-                            json.dumps(conversion or {}, sort_keys=True))
+                            json.dumps(conversion or {}, sort_keys=True), rules)
 
         report = ConversionReport(Path(os.fspath(src)), ckpt.path, ckpt.format, model_name, output,
                                   include_top, classes if include_top else None, checkpoint_classes,
@@ -305,6 +330,8 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
             else:
                 reason = unused_category(name)
             report.unused.setdefault(reason, []).append(name)
+        for name, why in getattr(ckpt, "skipped", ()):  # files in a Paddle folder that are not tensors
+            report.unused.setdefault(f"skipped: {why}", []).append(name)
         for names in report.unused.values():
             names.sort()
 
@@ -315,46 +342,13 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
 
 
 def _write_output(output: Path, layers) -> None:
-    """Write the h5 in a private folder beside ``output``, then rename it into place: a full disk, a
-    file-size limit or a kill never leaves a half-written file under the output name, an older file there
-    stays as it was, and a failed write leaves no temp file. Raises StorageError naming the folder.
-
-    The room is checked before h5py writes a byte: HDF5 1.14 can crash (SIGSEGV) when a write fails with
-    ENOSPC midway through a file of many small datasets, which no exception handler can catch.
-    """
-    import errno
-    import resource
-    import shutil
-    import tempfile
-
+    """Write the converted h5 through kzoo's in-memory h5 writer and one rename: a full disk, a file-size
+    limit or a kill never leaves a half-written file under the output name, an older file there stays as
+    it was, and a refused write is a StorageError naming the folder and the bytes needed."""
     from kzoo.formats import keras_h5
-    from kzoo.sources.cache import error_number, free_bytes, storage_error
 
-    # Data plus HDF5's bookkeeping (about 1.5 KiB per dataset and group measured; 4 KiB allowed).
-    datasets = sum(len(weights) + 1 for _, weights in layers)
-    needed = sum(np.asarray(value).nbytes for _, weights in layers for _, value in weights) + 4096 * datasets + 2**16
-    kept = "Nothing was written under that name (an older file there is unchanged)."
-    what = f"Converted weights {output.name}"
-    work = None
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        free = free_bytes(output.parent)
-        if free is not None and free < needed:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if limit != resource.RLIM_INFINITY and limit < needed:
-            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
-        work = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part"))
-        keras_h5.write_weights(work / output.name, layers)
-        os.replace(work / output.name, output)
-    except (OSError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and error_number(e) is None:
-            raise  # not a failed write (h5py reports a file-size limit as a RuntimeError with an errno)
-        raise storage_error(what, output.parent, e, needed, kept=kept, about=True,
-                            elsewhere="convert to another folder (-o / output=)") from None
-    finally:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
+    keras_h5.write_weights(output, layers, what=f"Converted weights {output.name}",
+                           elsewhere="convert to another folder (-o / output=)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,6 +447,13 @@ def _parser() -> argparse.ArgumentParser:
 def cli_main(argv=None) -> int:
     from kzoo.errors import KzooError
 
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model")
+    wanted = peek.parse_known_args(argv)[0].model
+    if wanted and getattr(index.MODELS.get(_canonical(wanted)), "kind", "") == "text":  # writes a keras-hub preset
+        from kzoo.convert.google_bert_preset import cli_main as preset_cli_main
+
+        return preset_cli_main(argv)
     args = _parser().parse_args(argv)
     try:
         report = convert_checkpoint(args.src, args.model, args.output, keep_background=args.keep_background,

@@ -109,7 +109,7 @@ class Family:
         return self.head.format(model=model_name) if self.head else None
 
 
-FAMILIES: dict[str, Family] = {}  # kzoo model name -> Family
+FAMILIES: dict[str, Family] = {}  # kzoo model name (or "<rule set>:<model name>", e.g. od_resnet_v1) -> Family
 
 
 def register_family(*model_names: str, head: str | None = None, needs_variables: bool = False):
@@ -260,14 +260,16 @@ _OPTIMIZER_SLOT = re.compile(
     r"AdagradDA(_\d+)?|ProximalAdagrad|LARS)(/|$)"
 )
 _AUX_HEAD = re.compile(r"(^|/)(AuxLogits|aux_\d+|aux_logits)(/|$)")
-_TRAINING_STATE = {"global_step", "beta1_power", "beta2_power", "learning_rate"}
+_TRAINING_STATE = {"global_step", "beta1_power", "beta2_power", "learning_rate",
+                   "learning_rate_0", "@LR_DECAY_COUNTER@"}  # the last two: Paddle's
+_PADDLE_SLOT = re.compile(r"_(velocity|moment\d?|beta\d_pow_acc)_\d+$")
 
 
 def unused_category(name: str) -> str:
     """Why a checkpoint variable is not needed for inference (report groups)."""
     if name.split("/")[-1] in _TRAINING_STATE or name in _TRAINING_STATE:
         return "training state"
-    if _OPTIMIZER_SLOT.search(name):
+    if _OPTIMIZER_SLOT.search(name) or _PADDLE_SLOT.search(name):
         return "optimizer slots"
     if _AUX_HEAD.search(name):
         return "auxiliary head"

@@ -20,7 +20,7 @@ import numpy as np
 
 from kzoo.errors import ExportError, ParityError, UnknownModel
 from kzoo.export import diagnose, formats, parity, provenance, runtimes
-from kzoo.export.staging import PROVENANCE_NAME, SIDECAR_SUFFIX, Staging, sidecar
+from kzoo.export.staging import PROVENANCE_NAME, SIDECAR_SUFFIX, Staging, sidecar, weights_bytes
 
 _UNSET = object()
 OPENVINO_XML = "model.xml"
@@ -107,6 +107,7 @@ def export(model_or_name, path, format=None, *, weights=_UNSET, batch_size=None,
     inputs, references = _references(model, shape, mode, image)  # also calls the model, as Keras' ONNX export needs
     if exported is not model:
         keras_outputs(exported, inputs["image"])
+    staging.needed = weights_bytes(exported)  # named if the disk fills up
     with staging as stage:
         target = stage.artifact / OPENVINO_XML if fmt.name == "openvino" else stage.artifact
         _write(exported, target, fmt, shape, batch_size)

@@ -4,7 +4,9 @@
 and returns the outputs as a list of NumPy arrays, in the Keras model's output order. No Keras code runs:
 this is what a deployment would run, which is the point of checking it. ``threads`` sets the runtime's own
 intra-op thread count where it has one per session (ONNX Runtime, OpenVINO, LiteRT); TensorFlow's is set
-per process (``tf.config.threading``) and is left alone.
+per process (``tf.config.threading``) and is left alone. ``batch`` fixes a dynamic batch dimension where the
+runtime compiles for one shape (OpenVINO: ``kzoo bench`` times a fixed batch, as a server would run it); the
+other runtimes size their tensors per call and ignore it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _version(distribution: str) -> str:
 class SavedModelRunner(Runner):
     format = "tf_saved_model"
 
-    def __init__(self, path: Path, threads=None):
+    def __init__(self, path: Path, threads=None, batch=None):
         import tensorflow as tf
 
         self._tf = tf
@@ -64,7 +66,7 @@ class SavedModelRunner(Runner):
 class OnnxRunner(Runner):
     format = "onnx"
 
-    def __init__(self, path: Path, threads=None):
+    def __init__(self, path: Path, threads=None, batch=None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -85,7 +87,7 @@ class OnnxRunner(Runner):
 class OpenVinoRunner(Runner):
     format = "openvino"
 
-    def __init__(self, path: Path, threads=None):
+    def __init__(self, path: Path, threads=None, batch=None):
         import openvino as ov
 
         xml = Path(path)
@@ -97,7 +99,12 @@ class OpenVinoRunner(Runner):
         config = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU plugin's bf16 default on AMX CPUs is not f32
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._compiled = ov.Core().compile_model(os.fspath(xml), "CPU", config)
+        core = ov.Core()
+        model = core.read_model(os.fspath(xml))
+        shape = model.inputs[0].get_partial_shape()
+        if batch and shape[0].is_dynamic and shape[1:].is_static:
+            model.reshape([int(batch), *(d.get_length() for d in shape[1:])])
+        self._compiled = core.compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
         shape = self._compiled.inputs[0].get_partial_shape()
         self.batch = shape[0].get_length() if shape[0].is_static else None
@@ -111,7 +118,7 @@ class OpenVinoRunner(Runner):
 class LiteRtRunner(Runner):
     format = "litert"
 
-    def __init__(self, path: Path, threads=None):
+    def __init__(self, path: Path, threads=None, batch=None):
         from ai_edge_litert.interpreter import Interpreter
 
         self._interpreter = Interpreter(model_path=os.fspath(path), num_threads=int(threads) if threads else None)
@@ -143,11 +150,11 @@ def _output_rank(name: str):
 _RUNNERS = {cls.format: cls for cls in (SavedModelRunner, OnnxRunner, OpenVinoRunner, LiteRtRunner)}
 
 
-def load(format_name: str, path, threads=None) -> Runner:
+def load(format_name: str, path, threads=None, batch=None) -> Runner:
     """Load the artifact at ``path`` (a file, or the folder of a folder format) in its runtime."""
     fmt = formats.get(format_name)
     fmt.require()
-    return _RUNNERS[fmt.name](Path(path), threads)
+    return _RUNNERS[fmt.name](Path(path), threads, batch)
 
 
 def run_batched(runner: Runner, x: np.ndarray) -> list[np.ndarray]:

@@ -3,6 +3,9 @@
 The exporter writes into a hidden temporary folder *beside* the path (same folder, so same file system, so
 ``os.rename`` is atomic), parity runs there, and only then is the artifact moved into place. Whatever fails
 (the exporter, the runtime, the parity check, Ctrl-C) the temporary folder is removed and the path is as it was.
+A full disk or a file-size limit met anywhere on the way (Keras' exporter, TensorFlow's or tf2onnx's writers,
+the provenance file) becomes a StorageError naming the folder and the bytes needed (the model's weights, or
+what had been written when it stopped, if more).
 
 Replacing (``force=True``): a file replaces a file with one ``os.replace``. A folder cannot be replaced in one
 step, so the old one is first renamed into the temporary folder, then the new one renamed in; if that second
@@ -18,7 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kzoo.errors import ExportError
+from kzoo.errors import ExportError, StorageError
+from kzoo.sources.storage import no_room_cause, storage_error
 
 SIDECAR_SUFFIX = ".kzoo.json"
 PROVENANCE_NAME = "kzoo.json"
@@ -35,6 +39,7 @@ class Staging:
         self.path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
         self.folder = folder
         self.force = force
+        self.needed: int | None = None  # an estimate of the artifact's bytes (weights_bytes), for a full disk
         self._tmp: Path | None = None
         self.check()
 
@@ -56,10 +61,21 @@ class Staging:
             raise ExportError(f"Cannot write in {self.path.parent}: {error.strerror or error}.") from error
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        written = 0
         if self._tmp is not None:
+            written = _bytes_in(self._tmp)
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        cause = no_room_cause(exc) if exc is not None and not isinstance(exc, StorageError) else None
+        if cause is not None:  # a full disk or a file-size limit, wherever the exporter met it
+            needed = max(written, self.needed or 0) or None
+            raise storage_error(f"Export to {self.path.name}", self.path.parent, cause, needed,
+                                about=needed == self.needed, at_least=needed == written,
+                                elsewhere="export to a folder with room",
+                                kept=f"Nothing was written at {self.path}"
+                                     + (" (the artifact already there is unchanged)." if self.path.exists()
+                                        else ".")) from exc
 
     @property
     def artifact(self) -> Path:
@@ -105,6 +121,25 @@ class Staging:
         except BaseException:
             os.rename(old, dst)
             raise
+
+
+def weights_bytes(model) -> int:
+    """The bytes of ``model``'s weights: about what any of the formats needs on disk."""
+    import numpy as np
+
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+
+
+def _bytes_in(folder: Path) -> int:
+    """What the exporter had written when it stopped: a lower bound of what the artifact needs."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _remove(path: Path) -> None:

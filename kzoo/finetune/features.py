@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import re
 from pathlib import Path
 
@@ -113,23 +113,27 @@ def _read_cache(path, key):
 
 
 def _write_cache(path, key, features, labels):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write the features file whole or not at all: built in memory (HDF5 never meets a full disk) and
+    renamed into place, so a full disk is a StorageError naming the folder and the bytes, and an older
+    file there stays as it was."""
+    from kzoo.sources.storage import h5_bytes, write_atomically
+
     arrays = {"features": features, "key": np.array(key)}
     if labels is not None:
         arrays["labels"] = labels
     if path.suffix == ".npz":
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        data = buffer.getvalue()
     else:
-        import h5py
-
-        with h5py.File(tmp, "w") as f:
+        def build(f):
             f.attrs["key"] = key
             f["features"] = features
             if labels is not None:
                 f["labels"] = labels
-    os.replace(tmp, path)  # readers never see a half-written cache
+
+        data = h5_bytes(build)
+    write_atomically(path, data, f"Feature cache {path.name}", elsewhere="pass another cache= folder")
 
 
 def extract_features(model, data, cache=None, layer=None, batch_size=64, data_key=None):

@@ -7,7 +7,9 @@ split into ``layer_names0``, ``layer_names1``, ... chunks.
 
 Loading here is by name and strict: every weighted layer of the model must be found with the same number
 of weights and the same shapes, or :class:`kzoo.errors.IncompatibleWeights` lists what is wrong. Keras 3
-``.weights.h5`` files are handed to Keras' own loader.
+``.weights.h5`` files are handed to Keras' own loader. Superseded layouts (Keras 1 names, the ResNet50 v0.x
+names, Theano kernels, files paired by order) are recognised and read into today's layers by
+:mod:`kzoo.formats.keras_legacy` before the same strict pairing.
 
 A truncated, damaged or non-HDF5 file raises :class:`kzoo.errors.WeightsFileError` naming the file, what is
 wrong and the fix. h5py reports damage as OSError, KeyError, RuntimeError, ValueError or TypeError from
@@ -57,6 +59,8 @@ class LoadReport:
     unexpected: list = field(default_factory=list)  # weighted file layers the model lacks
     mismatched: list = field(default_factory=list)  # (layer, reason) pairs
     paired_by_order: list = field(default_factory=list)  # (model layer, file layer) for auto-named layers
+    layout: object = None  # what keras_legacy recognised (a superseded layout, or today's)
+    release: str | None = None  # the registry entry the file is, when known
 
     @property
     def skipped(self) -> list:
@@ -68,6 +72,8 @@ class LoadReport:
 
     def __str__(self) -> str:
         lines = [f"{os.path.basename(self.path)}: {len(self.loaded)} layers loaded"]
+        if self.layout is not None and self.layout.legacy:
+            lines.append(f"  read as: {self.layout}")
         if self.paired_by_order:
             lines.append(f"  {len(self.paired_by_order)} auto-named layers paired by order "
                          f"(e.g. {self.paired_by_order[0][0]} <- {self.paired_by_order[0][1]})")
@@ -271,18 +277,26 @@ def read_weights(path, *, probe: bool = True) -> list:
         return result
 
 
-def write_weights(path, layers, *, backend: str = "tensorflow", keras_version: str | None = None):
+def write_weights(path, layers, *, backend: str = "tensorflow", keras_version: str | None = None,
+                  what: str | None = None, elsewhere: str = "save them to another folder"):
     """Write ``[(layer_name, [(weight_name, array), ...]), ...]`` in the legacy layout.
 
     Layers with no weights are listed too (Keras 2 lists every layer), so the by-order loader of
     Keras and tf_keras, which skips weightless layers, sees the same sequence either way.
+
+    The file is built in memory and reaches ``path`` through one rename (``kzoo.sources.storage``): a full
+    disk or a file-size limit is a :class:`~kzoo.errors.StorageError` naming the folder and the bytes
+    needed, never an HDF5 crash (HDF5 1.14 has died of SIGSEGV on ENOSPC) or a half-written file, and an
+    older file at ``path`` stays as it was.
     """
+    from kzoo.sources.storage import h5_bytes, write_atomically
+
     if keras_version is None:
         import keras
 
         keras_version = keras.__version__
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+
+    def build(f):
         _write_names(f, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = backend.encode("utf8")
         f.attrs["keras_version"] = keras_version.encode("utf8")
@@ -291,18 +305,20 @@ def write_weights(path, layers, *, backend: str = "tensorflow", keras_version: s
             _write_names(group, "weight_names", [w for w, _ in weights])
             for weight_name, value in weights:
                 group.create_dataset(weight_name, data=np.asarray(value))
-    os.replace(tmp, path)  # never leave a half-written weight file under the final name
+
+    what = what or f"Weights {os.path.basename(os.fspath(path))}"
+    write_atomically(path, h5_bytes(build), what, elsewhere=elsewhere)
     _PROBED.add(_file_key(path))  # written here from arrays in memory: nothing to probe
 
 
 def save_weights(model, path):
-    """Save a Keras model's weights in the legacy layout the released files use."""
+    """Save a Keras model's weights in the legacy layout the released files use (see write_weights)."""
     layers = []
     for layer in model.layers:
         weights = [(f"{layer.name}/{_short_name(v)}:0", np.asarray(v.numpy() if hasattr(v, "numpy") else v))
                    for v in legacy_weights(layer)]
         layers.append((layer.name, weights))
-    write_weights(path, layers)
+    write_weights(path, layers, what=f"Weights of {model.name} ({os.path.basename(os.fspath(path))})")
 
 
 def _short_name(variable) -> str:
@@ -311,7 +327,8 @@ def _short_name(variable) -> str:
 
 
 def load_weights(model, path, skip_mismatch: bool = False, allow_unexpected: bool = False, *,
-                 probe: bool = True) -> LoadReport:
+                 probe: bool = True, release=None, dim_ordering: str | None = None, bn_epsilon: str = "fold",
+                 by_order: bool = False, rename=None) -> LoadReport:
     """Load a weight file into ``model`` by layer name, strictly.
 
     With ``skip_mismatch=False`` (the default) a missing, unexpected or wrongly shaped weight raises
@@ -320,15 +337,37 @@ def load_weights(model, path, skip_mismatch: bool = False, allow_unexpected: boo
     ``allow_unexpected=True`` accepts extra layers in the file (a classifier head loaded into a
     headless model) while still requiring every model layer to be found.
 
+    Superseded layouts (Keras 1, the ResNet50 v0.x names, Theano kernels) are recognised from the file's
+    contents and read into today's layers (:mod:`kzoo.formats.keras_legacy`). ``release``: the registry
+    entry the file is (else a file named like a released one is hashed to find out); ``dim_ordering``
+    ("tf" / "th") overrides the detected kernel ordering; ``bn_epsilon="raw"`` loads a file made for another
+    BatchNorm epsilon as stored instead of folding the difference into ``moving_variance`` ("fold", the
+    default: the model computes what the file's model computed); ``by_order=True`` pairs weighted layers in
+    file order (for files whose names are known not to match); ``rename``: a function from the file's layer
+    names to the model's.
+
     A truncated, damaged or non-weight file raises :class:`~kzoo.errors.WeightsFileError`. ``probe=False``
     skips reading the file in a child process first (only for bytes verified against a registry hash: see
     the module docstring).
     """
+    from kzoo.formats import keras_legacy
+
     path = os.fspath(path)
+    keras_legacy.check_options(dim_ordering, bn_epsilon)  # before the file is opened: not a file error
+    if release is None and os.path.isfile(path):
+        release = keras_legacy.identify_file(path)  # a user's file named like a release: which one, if any
     with _open(path, probe) as f:
         root = _weights_root(f, path)
         if root is not None:
-            return _load_legacy(model, path, root, skip_mismatch, allow_unexpected)
+            file_layers = _file_layers(root, path)
+            layout = keras_legacy.recognise(path, set(root.attrs), file_layers, model, release=release,
+                                            dim_ordering=dim_ordering, by_order=by_order)
+            with _reading(path):
+                file_layers = keras_legacy.adapt(model, file_layers, layout, bn_epsilon=bn_epsilon, rename=rename)
+            report = _load_legacy(model, path, file_layers, skip_mismatch, allow_unexpected,
+                                  by_order=layout.names == "order")
+            report.layout, report.release = layout, getattr(release, "id", None)
+            return report
         keras3 = "layers" in f or "vars" in f  # the groups Keras 3's .weights.h5 writer makes
     if not keras3:
         raise WeightsFileError(
@@ -337,35 +376,47 @@ def load_weights(model, path, skip_mismatch: bool = False, allow_unexpected: boo
     return _load_keras3_file(model, path)  # with the file closed: Keras' loader opens it itself
 
 
-def _load_legacy(model, path, root, skip_mismatch, allow_unexpected) -> LoadReport:
-    report = LoadReport(path)
+def _file_layers(root, path) -> dict:
+    """``{layer: [(weight name, dataset), ...]}`` for the file's weighted layers, in file order (data unread)."""
     file_layers = {}
     for name in _read_names(root, "layer_names"):
         with _reading(path, f"layer {name!r}"):
-            weight_names = _read_names(root[name], "weight_names")
-        if weight_names:
-            file_layers[name] = weight_names
+            group = root[name]
+            weights = [(w, _dataset(group, w, path)) for w in _read_names(group, "weight_names")]
+        if weights:
+            file_layers[name] = weights
+    return file_layers
+
+
+def _load_legacy(model, path, file_layers: dict, skip_mismatch, allow_unexpected, by_order=False) -> LoadReport:
+    report = LoadReport(path)
     weighted = [layer for layer in model.layers if legacy_weights(layer)]
-    pairs = _pair_auto_named(weighted, list(file_layers))
-    report.paired_by_order = [(layer.name, name) for layer, name in pairs if layer.name != name]
-    paired_layers = {id(layer) for layer, _ in pairs}
-    paired_names = {name for _, name in pairs}
-    plan = list(pairs)  # (model layer, file layer name)
-    for layer in weighted:
-        if id(layer) in paired_layers:
-            continue
-        if layer.name in file_layers and layer.name not in paired_names:
-            plan.append((layer, layer.name))
-        else:
-            report.missing.append(layer.name)
-    used = {name for _, name in plan}
-    report.unexpected = [name for name in file_layers if name not in used]
+    if by_order:  # names known not to match (keras_legacy): position is the pairing, shapes are checked
+        pairs = list(zip(weighted, file_layers))
+        report.missing = [layer.name for layer in weighted[len(file_layers):]]
+        report.unexpected = list(file_layers)[len(weighted):]
+        report.paired_by_order = [(layer.name, name) for layer, name in pairs if layer.name != name]
+        plan = pairs
+    else:
+        pairs = _pair_auto_named(weighted, list(file_layers))
+        report.paired_by_order = [(layer.name, name) for layer, name in pairs if layer.name != name]
+        paired_layers = {id(layer) for layer, _ in pairs}
+        paired_names = {name for _, name in pairs}
+        plan = list(pairs)  # (model layer, file layer name)
+        for layer in weighted:
+            if id(layer) in paired_layers:
+                continue
+            if layer.name in file_layers and layer.name not in paired_names:
+                plan.append((layer, layer.name))
+            else:
+                report.missing.append(layer.name)
+        used = {name for _, name in plan}
+        report.unexpected = [name for name in file_layers if name not in used]
     checked = []
     for layer, file_name in plan:
         variables = legacy_weights(layer)
-        with _reading(path, f"layer {file_name!r}"):
-            datasets = [_dataset(root[file_name], w, path) for w in file_layers[file_name]]
-            reason = _mismatch(variables, datasets)
+        datasets = [value for _, value in file_layers[file_name]]
+        reason = _mismatch(variables, datasets)
         if reason:
             report.mismatched.append((layer.name, reason))
         else:
@@ -381,7 +432,8 @@ def _load_legacy(model, path, root, skip_mismatch, allow_unexpected) -> LoadRepo
     values = []
     for layer, file_name, variables, datasets in checked:
         with _reading(path, f"layer {file_name!r}"):
-            values.append((layer, [(v, d[()].astype(v.dtype, copy=False)) for v, d in zip(variables, datasets)]))
+            values.append((layer, [(v, np.asarray(d[()]).astype(v.dtype, copy=False))
+                                   for v, d in zip(variables, datasets)]))
     for layer, pairs_ in values:
         for variable, value in pairs_:
             variable.assign(value)

@@ -1,6 +1,6 @@
 """The weight cache: where it is, what kzoo keeps in it besides weights (resumable partial downloads and
-their records, temp files, lock files, the verified-result memo), which of its files are weights, and the
-error for a write that fails there (StorageError: a full disk, a file-size limit, a read-only folder).
+their records, temp files, lock files, the verified-result memo), and which of its files are weights: those
+at Keras' own paths and the releases kept by content under ``blobs/`` (see ``kzoo.sources.placement``).
 
 Environment: ``KZOO_CACHE_DIR`` (default ``$KERAS_HOME/models``, else ``~/.keras/models``, so files
 keras.applications already downloaded are reused once they verify).
@@ -9,20 +9,21 @@ keras.applications already downloaded are reused once they verify).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
-from kzoo.errors import KzooError
+from kzoo.errors import StorageError  # noqa: F401 (it lived here: kept importable from here)
 from kzoo.sources.hashing import ALGORITHMS
+# These lived here too (kzoo.convert imports them from here).
+from kzoo.sources.storage import (PART_SUFFIX, error_number, free_bytes, storage_error,  # noqa: F401
+                                  writable_alternative)
 
 MEMO_NAME = ".kzoo-verified.json"
 LOCK_DIR = ".kzoo-locks"
-PART_SUFFIX = ".part"
+BLOB_DIR = "blobs"  # releases that share a file name with another, each in a folder named by its hash
 DOWNLOAD_SUFFIX = ".download"  # the resumable partial download; not PART_SUFFIX, which the stale-temp sweep removes
 
 _PROCESS_MEMO: dict[str, dict] = {}  # used when the cache folder is read-only
@@ -40,11 +41,29 @@ def cache_dir() -> Path:
 
 
 def cached_files() -> list[Path]:
-    """Files in the cache folder that kzoo would verify (no temp files, locks or memo)."""
+    """Weight files in the cache that kzoo would verify: those at Keras' paths, then the releases kept by
+    content (``blobs/<hash>/<file name>``). No temp files, locks, memo or conversions."""
     folder = cache_dir()
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    found = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    blobs = folder / BLOB_DIR
+    if blobs.is_dir():
+        found += sorted(p for p in blobs.glob("*/*") if p.is_file() and not p.name.startswith("."))
+    return found
+
+
+def in_cache(path: Path) -> bool:
+    """Is ``path`` one of the cache's weight files (at Keras' path or a blob)?"""
+    folder = cache_dir().resolve()
+    parent = Path(path).parent.resolve()
+    return parent == folder or parent.parent == folder / BLOB_DIR
+
+
+def cache_key(path: Path) -> str:
+    """How reports and the memo name a cache file: its name, or ``blobs/<hash>/<name>``."""
+    path = Path(path)
+    return path.name if path.parent.resolve() == cache_dir().resolve() else "/".join(path.parts[-3:])
 
 
 # --------------------------------------------------------------------------------------------- locks and temp files
@@ -152,10 +171,18 @@ class Memo:
         except (OSError, ValueError):
             return {}
 
+    def _key(self, path: Path) -> str | None:
+        """The record's name in the memo file: the path below the cache folder (a name, or
+        ``blobs/<hash>/<name>``); None for a file elsewhere."""
+        try:
+            return Path(path).resolve().relative_to(self.folder.resolve()).as_posix()
+        except ValueError:
+            return None
+
     def lookup(self, path: Path) -> dict[str, str]:
         st = path.stat()
         key = os.fspath(path.resolve())
-        for record in (_PROCESS_MEMO.get(key), self._load().get(path.name)):
+        for record in (_PROCESS_MEMO.get(key), self._load().get(self._key(path))):
             if record and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
                 return {a: record[a] for a in ALGORITHMS if record.get(a)}
         return {}
@@ -166,7 +193,8 @@ class Memo:
         old = self.lookup(path)
         record.update({a: v for a, v in old.items() if a not in digests})
         _PROCESS_MEMO[os.fspath(path.resolve())] = record
-        if path.parent.resolve() != self.folder.resolve() or not os.access(self.folder, os.W_OK):
+        name = self._key(path)
+        if name is None or not os.access(self.folder, os.W_OK):
             return
         from filelock import Timeout
 
@@ -174,7 +202,7 @@ class Memo:
             make_lock_dir(self.folder, parents=False)
             with file_lock(self.folder, MEMO_NAME, timeout=5):
                 data = self._load()
-                data[path.name] = record
+                data[name] = record
                 _atomic_json(self.path, data)
         except (OSError, Timeout):
             pass  # read-only or full cache: the process memo above still saves re-hashing in this process
@@ -191,98 +219,3 @@ def _atomic_json(path: Path, data) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-# --------------------------------------------------------------------------------------------- writing fails
-
-class StorageError(KzooError, OSError):
-    """A file could not be written: the disk is full, a file-size limit was hit, or the folder is read-only.
-
-    The message names the folder, the bytes needed and a way out; ``errno`` is the operating system's.
-    """
-
-
-_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def error_number(error: BaseException) -> int | None:
-    """The errno behind a failed write. h5py reports some (a file-size limit) as a RuntimeError whose
-    text carries ``errno = N``."""
-    code = getattr(error, "errno", None)
-    if isinstance(code, int):
-        return code
-    match = re.search(r"errno = (\d+)", str(error))
-    return int(match.group(1)) if match else None
-
-
-def free_bytes(folder: Path) -> int | None:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None
-
-
-def _size_text(n: int) -> str:
-    return f"{n} bytes ({n / 2**20:.1f} MiB)"
-
-
-def writable_alternative(instead_of: Path, needed: int | None = None) -> Path | None:
-    """A folder kzoo could write instead of ``instead_of`` (on another filesystem with room): the user
-    cache folder, else the temp folder. Nothing is created; this only picks a suggestion."""
-    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    try:
-        avoid = os.stat(_existing(instead_of)).st_dev
-    except OSError:
-        avoid = None
-    for candidate in (Path(home) / "kzoo", Path(tempfile.gettempdir()) / "kzoo-cache"):
-        base = _existing(candidate)
-        try:
-            if os.stat(base).st_dev == avoid or not os.access(base, os.W_OK | os.X_OK):
-                continue
-            if needed is not None and shutil.disk_usage(base).free < needed:
-                continue
-        except OSError:
-            continue
-        return candidate
-    return None
-
-
-def _existing(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists."""
-    path = Path(path).absolute()
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def storage_error(what: str, folder: Path, error: BaseException, needed: int | None = None, kept: str = "",
-                  elsewhere: str = "", about: bool = False) -> StorageError:
-    """A StorageError for ``what`` failing to write into ``folder``: why, the bytes it needs (``about``: an
-    estimate) and the bytes free, what was ``kept`` (or not), and a way out that fits the cause, ending
-    with ``elsewhere`` (how to write somewhere else) where that helps."""
-    code = error_number(error)
-    reason = f"{os.strerror(code)}, errno {code}" if code else f"{type(error).__name__}: {error}"
-    text = f"{what}: could not write to {folder} ({reason})."
-    need = f"{'about ' if about else ''}{_size_text(needed)}" if needed is not None else "more bytes than fit"
-    limit = None
-    if code == errno.EFBIG:
-        import resource
-
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        limit = None if limit == resource.RLIM_INFINITY else limit
-    if limit is not None:  # the disk may be empty: the process's own limit is what stops it
-        text += f" It needs {need}, and this process may not write files over {_size_text(limit)} (ulimit -f)."
-    elif code in _NO_ROOM or needed is not None:
-        free = free_bytes(folder)
-        text += f" It needs {need}" + (f"; {_size_text(free)} are free there." if free is not None else ".")
-    if kept:
-        text += f" {kept}"
-    if code == errno.EFBIG:
-        text += " Raise the file-size limit (ulimit -f unlimited) and run it again."
-    elif code in _NO_ROOM:
-        text += " Free space there" + (f", or {elsewhere}." if elsewhere else ".")
-    else:
-        text += f" Make {folder} writable" + (f", or {elsewhere}." if elsewhere else ".")
-    result = StorageError(text)
-    result.errno = code
-    return result

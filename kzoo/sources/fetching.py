@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kzoo._progress import progress_bar
-from kzoo.errors import DownloadError, HashMismatch, KzooError, WeightsNotFound
-from kzoo.sources.cache import (PART_SUFFIX, Memo, Partial, StorageError, cache_dir, error_number, file_lock,
-                                make_lock_dir, remove_stale_parts, storage_error, writable_alternative)
+from kzoo.errors import DownloadError, HashMismatch, KzooError, StorageError, WeightsNotFound
+from kzoo.sources import placement
+from kzoo.sources.cache import BLOB_DIR, Memo, Partial, cache_dir, file_lock, make_lock_dir, remove_stale_parts
 from kzoo.sources.hashing import CHUNK_SIZE, MultiHash
+from kzoo.sources.storage import PART_SUFFIX, error_number, storage_error, writable_alternative
 from kzoo.sources.transport import NotFound, SourceFailed, WrongSize, hf_file, http_get
-from kzoo.sources.verify import _record_pin, algorithms_for, cached_ok, expected_hashes, hash_text, problems
+from kzoo.sources.verify import (_record_pin, algorithms_for, cached_ok, expected_hashes, hash_origin, hash_text,
+                                 problems)
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -257,34 +259,43 @@ class _Attempt:
 def fetch(entry, progress: bool | None = None) -> Path:
     """A verified local copy of ``entry``'s file (downloading it if needed).
 
+    Today's release is kept at Keras' path (``<cache>/<file name>``); a superseded release that shares
+    its file name with another is kept by content (``<cache>/blobs/<hash>/<file name>``, see
+    ``kzoo.sources.placement``), and a recognised release found at Keras' path is moved there rather
+    than overwritten.
+
     Raises ``WeightsNotFound`` when no source has the file (or kzoo is offline and the cache lacks it),
     ``HashMismatch`` when sources only gave wrong bytes, ``DownloadError`` when they could not deliver.
     """
     folder = cache_dir()
-    target = folder / entry.file_name
     memo = Memo(folder)
     expected = expected_hashes(entry)
     offline = is_offline()
-    ok, cached_digests = cached_ok(target, entry, expected, memo, progress, trust_unpinned=offline)
-    if ok:
-        return target
+    found, cached_digests = _cached(entry, folder, expected, memo, progress, trust_unpinned=offline)
+    if found is not None and found == placement.home(entry, folder):
+        return found
     candidates = [s for s in sources_for(entry) if not offline or s.kind in ("folder", "hf")]
-    if offline and not candidates:
+    if offline and not candidates and found is None:
+        if (folder / entry.file_name).is_file() and os.access(folder, os.W_OK):
+            with contextlib.suppress(OSError), _name_lock(entry, folder):  # StorageError is an OSError
+                _protect(entry, folder, memo, progress)  # keras.applications would delete an old release there
         raise _offline_error(entry, expected, folder)
+    target = folder / entry.file_name
     if folder.is_dir() and not os.access(folder, os.W_OK):
-        if not expected and target.is_file():
+        if found is not None:
+            return found  # in the wrong place, but nothing can be moved in a read-only cache
+        if not expected:
             # Nothing can be downloaded into a read-only cache to compare with: as when no source
             # answers, the unpinned cached file is trusted on first use.
-            ok, cached_digests = cached_ok(target, entry, expected, memo, progress, trust_unpinned=True)
-            if ok:
+            found, cached_digests = _cached(entry, folder, expected, memo, progress, trust_unpinned=True)
+            if found is not None:
                 warnings.warn(f"Weights '{entry.id}': the cache {folder} is read-only, so its unpinned file "
-                              f"{target} is trusted on first use and its sha256 pinned.", stacklevel=2)
-                return target
+                              f"{found} is trusted on first use and its sha256 pinned.", stacklevel=2)
+                return found
         raise _unwritable_error(entry, target, folder, cached_digests, expected, None)
     try:
-        make_lock_dir(folder)
-        lock = file_lock(folder, entry.file_name)
-        lock.acquire()  # a lock left by a killed process does not block: flock dies with its process
+        lock = _name_lock(entry, folder)
+        lock.acquire()
     except OSError as e:
         if error_number(e) in (errno.ENOSPC, errno.EDQUOT):
             raise _no_room_error(entry, folder, e) from None
@@ -292,25 +303,28 @@ def fetch(entry, progress: bool | None = None) -> Path:
 
     partial = Partial(folder, entry.file_name)
     try:
-        # Another process may have fetched (and, for trust on first use, pinned) it while we waited.
+        # Another process may have fetched (and, for trust on first use, pinned) it while we waited. A file
+        # found above (trusted offline, or only in the wrong place) is found again and settled in its home.
         expected = expected_hashes(entry)
-        ok, cached_digests = cached_ok(target, entry, expected, memo, progress)
-        if ok:
-            return target
+        found, cached_digests = _cached(entry, folder, expected, memo, progress, trust_unpinned=found is not None)
+        if found is not None:
+            return _settle(found, entry, folder, memo)
+        if placement.home(entry, folder) == target:
+            _protect(entry, folder, memo, progress)  # before a byte is fetched: also when no source answers
         remove_stale_parts(folder, entry.file_name)
         attempts = []
         for source in candidates:
-            attempt = _try_source(source, entry, expected, target, memo, progress, offline, partial)
-            if attempt is None:
-                return target
+            attempt = _try_source(source, entry, expected, folder, memo, progress, offline, partial)
+            if isinstance(attempt, Path):
+                return attempt
             attempts.append(attempt)
         if not expected and not any(a.outcome == "wrong bytes" for a in attempts):
             # Nothing to compare with could be fetched: the unpinned cached file is all there is.
-            ok, cached_digests = cached_ok(target, entry, expected, memo, progress, trust_unpinned=True)
-            if ok:
+            found, cached_digests = _cached(entry, folder, expected, memo, progress, trust_unpinned=True)
+            if found is not None:
                 warnings.warn(f"Weights '{entry.id}': no source could be reached, so the unpinned cached file "
-                              f"{target} is trusted on first use and its sha256 pinned.", stacklevel=2)
-                return target
+                              f"{found} is trusted on first use and its sha256 pinned.", stacklevel=2)
+                return _settle(found, entry, folder, memo)
         kept_size = partial.size()
         kept = partial.meta() if kept_size else {}
     finally:
@@ -318,8 +332,52 @@ def fetch(entry, progress: bool | None = None) -> Path:
     raise _final_error(entry, expected, attempts, folder, offline, cached_digests, kept, kept_size)
 
 
-def _try_source(source, entry, expected, target, memo, progress, offline, partial) -> _Attempt | None:
-    """Fetch from one source and rename the bytes into place if they verify (returns None).
+def _name_lock(entry, folder):
+    """The inter-process lock of ``entry``'s file name (releases sharing a name take turns). A lock left by
+    a killed process does not block: flock dies with its process."""
+    make_lock_dir(folder)
+    return file_lock(folder, entry.file_name)
+
+
+def _cached(entry, folder, expected, memo, progress, trust_unpinned=False) -> tuple[Path | None, dict]:
+    """The verified cached file for ``entry`` (at its home or at the other place), and the digests of the
+    first file looked at (for error messages). An unpinned file is trusted (``trust_unpinned``) only
+    where it is not recognisably another release of the same name."""
+    first = {}
+    for path in placement.candidates(entry, folder):
+        if not expected and trust_unpinned and placement.recognise(path, entry, memo, progress):
+            continue
+        ok, digests = cached_ok(path, entry, expected, memo, progress, trust_unpinned=trust_unpinned)
+        if ok:
+            return path, digests
+        first = first or digests
+    return None, first
+
+
+def _settle(found: Path, entry, folder, memo) -> Path:
+    """``found`` verified as ``entry``: move it to its blob if it sits at Keras' path but lives by content
+    (keras.applications would overwrite or delete it there). Call with the name's lock held."""
+    keras_path = folder / entry.file_name
+    if found != keras_path or not placement.by_content(entry):
+        return found
+    try:
+        return placement.move_to_blob(keras_path, entry, memo, f"superseded by {entry.superseded_by}")
+    except OSError:
+        return found  # it stays where it is, verified; moving it is a precaution, not a need
+
+
+def _protect(entry, folder, memo, progress) -> None:
+    """Move a recognised other release out of Keras' path before ``entry``'s file is written there."""
+    try:
+        placement.protect_keras_path(entry, folder, memo, progress)
+    except OSError as e:  # the old file stays; writing over it would lose it
+        raise storage_error(f"Weights '{entry.id}' ('{entry.file_name}')", folder, e,
+                            kept=f"{folder / entry.file_name} is another verified release and was left as it "
+                                 f"was; kzoo could not move it to {folder / BLOB_DIR}.") from None
+
+
+def _try_source(source, entry, expected, folder, memo, progress, offline, partial) -> _Attempt | Path:
+    """Fetch from one source and rename the bytes into place if they verify (returns the cached path).
 
     HTTP downloads go to the entry's resumable partial file and may continue bytes an earlier process
     kept for the same URL; if the finished file then does not verify, the kept bytes may be the wrong
@@ -346,13 +404,21 @@ def _try_source(source, entry, expected, target, memo, progress, offline, partia
     try:
         if not expected:  # trust on first use: this download defines the file from now on
             _record_pin(entry, digests["sha256"], size=size, source=str(source))
+        target = placement.home(entry, folder, digests)
+        if target == folder / entry.file_name:
+            _protect(entry, folder, memo, progress)  # written there meanwhile (keras.applications)?
+        else:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _no_room_error(entry, folder, e, size) from None
         os.replace(path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a temp copy that did not become the target
     partial.discard()  # bytes any URL kept are moot now that the file is cached
     memo.remember(target, digests)
-    return None
+    return target
 
 
 def _fill(source, entry, expected, partial, kept, progress, offline):
@@ -429,7 +495,7 @@ def _unwritable_error(entry, target, folder, cached_digests, expected, error) ->
         return HashMismatch(
             f"Weights '{entry.id}': the cached file {target} does not match ({hash_text(expected)}; it has "
             f"{hash_text(cached_digests)}) and the cache folder {folder} is not writable{why}. Replace the "
-            f"file, or {_elsewhere(folder)}."
+            f"file, or {_elsewhere(folder)}.{hash_origin(entry)}"
         )
     return DownloadError(
         f"Weights '{entry.id}': '{entry.file_name}' is not cached and the cache folder {folder} is not "
@@ -458,7 +524,7 @@ def _final_error(entry, expected, attempts, folder, offline, cached_digests, kep
         error = HashMismatch(
             f"Weights '{entry.id}' ({entry.file_name}): no source gave the pinned bytes. Expected "
             f"{hash_text(expected)}{_size_text(entry)}. Nothing was written to {folder}; the wrong bytes "
-            f"were deleted.\nSources tried:\n{tried}"
+            f"were deleted.{hash_origin(entry)}\nSources tried:\n{tried}"
         )
         error.entry_id, error.expected = entry.id, dict(expected)
         error.actual = {str(a.source): dict(a.digests) for a in mismatches}

@@ -1,6 +1,5 @@
 """Is a file the right one: the hashes a registry entry's file must have, checking a file against them
-(through the cache's verified-result memo), what the cache holds for an entry, and identifying any file
-against the whole registry.
+(through the cache's verified-result memo), and identifying any file against the whole registry.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kzoo.sources import hashing
-from kzoo.sources.cache import Memo, cache_dir
+from kzoo.sources.cache import Memo, cache_dir, in_cache
 from kzoo.sources.hashing import ALGORITHMS
 
 # --------------------------------------------------------------------------------------------- registry glue
@@ -79,6 +78,24 @@ def digests_for(path: Path, algorithms, memo: Memo, progress=None) -> dict[str, 
     return known
 
 
+def hash_origin(entry) -> str:
+    """Where the hash ``entry``'s file is checked against comes from, when that is a user's file (a
+    registry overlay in KZOO_REGISTRY, or the trust-on-first-use pin file): a wrong hash there is then
+    the first thing to suspect. Empty for the shipped registry."""
+    import kzoo.registry as registry
+
+    if getattr(entry, "md5", None) or getattr(entry, "sha256", None):
+        defined_in = getattr(entry, "defined_in", None)
+        if defined_in and Path(defined_in).resolve() != registry.REGISTRY_PATH.resolve():
+            return (f" The expected hash comes from the registry overlay {defined_in} (listed in "
+                    f"KZOO_REGISTRY); if that entry is wrong, fix it or remove the file from KZOO_REGISTRY.")
+        return ""
+    if _pinned_sha256(entry):
+        return (f" The expected sha256 was recorded on first use in the pin file {registry.pins_path()}; if "
+                f"that first download was wrong, delete the '{entry.id}' pin there.")
+    return ""
+
+
 def hash_text(expected: dict) -> str:
     if not expected:
         return "no pinned hash (trusted on first use)"
@@ -86,26 +103,6 @@ def hash_text(expected: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------- cache checks
-
-@dataclass(frozen=True)
-class CacheStatus:
-    path: Path
-    state: str  # "verified" | "missing" | "mismatch" | "unpinned"
-    detail: str = ""
-
-
-def cache_status(entry) -> CacheStatus:
-    """What the cache holds for ``entry``, without downloading or pinning anything."""
-    path = cache_dir() / entry.file_name
-    if not path.is_file():
-        return CacheStatus(path, "missing")
-    expected = expected_hashes(entry)
-    if not expected:
-        return CacheStatus(path, "unpinned", "present, no hash recorded yet")
-    digests = digests_for(path, algorithms_for(expected), Memo(path.parent))
-    found = problems(entry, path.stat().st_size, digests, expected)
-    return CacheStatus(path, "mismatch" if found else "verified", "; ".join(found))
-
 
 def cached_ok(path: Path, entry, expected: dict, memo: Memo, progress,
               trust_unpinned: bool = False) -> tuple[bool, dict]:
@@ -183,13 +180,13 @@ def verify_file(path, progress: bool | None = False, use_memo: bool = False) -> 
     import kzoo.registry as registry
 
     path = Path(path)
-    in_cache = path.parent.resolve() == cache_dir().resolve()
-    if use_memo and in_cache:
-        digests = digests_for(path, ALGORITHMS, Memo(path.parent), progress)
+    cached = in_cache(path)
+    if use_memo and cached:
+        digests = digests_for(path, ALGORITHMS, Memo(cache_dir()), progress)
     else:
         digests = hashing.hash_file(path, ALGORITHMS, progress)
-        if in_cache:
-            Memo(path.parent).remember(path, digests)
+        if cached:
+            Memo(cache_dir()).remember(path, digests)
     size = path.stat().st_size
     everything = registry.list_weights(include_superseded=True)
     # identify() also knows trust-on-first-use files by the sha256 recorded in the user pin file

@@ -1,0 +1,17 @@
+"""Object detection on kzoo backbones: the TF Object Detection API detectors that TI-ONE ships
+(``ssd_inception_v2_coco``, ``faster_rcnn_resnet50_coco``, ``rfcn_resnet101_coco``) and the
+``faster_rcnn_resnet101_coco_11_06_2017`` archive of the UAI-Train fine-tuning recipe.
+
+- SSD InceptionV2, whole: ``kzoo.create_model("ssd_inception_v2_coco", weights="coco")``
+  (``kzoo.architectures.detection_ssd``; anchors, decoding, NMS in :mod:`.ssd`; ``pipeline.config`` read by
+  :mod:`.pipeline_config`; fine-tuning targets and loss in :mod:`.training`).
+- Backbones with ``weights="coco"``: ``create_model("ssd_inception_v2")`` (the six SSD feature maps) and
+  :func:`resnet_v1_stages` (Faster R-CNN / R-FCN's first and second stage).
+- Second-stage crops (:mod:`.crops`): ``crop_and_resize`` and R-FCN's position-sensitive crop. The Faster R-CNN
+  and R-FCN detectors themselves (RPN, proposals, box classifier) are not assembled yet.
+- :func:`coco_labels`: the 91-slot COCO label map.
+"""
+
+from kzoo.detection.backbones import coco_labels, resnet_v1_stages
+
+__all__ = ["coco_labels", "resnet_v1_stages"]
