@@ -104,6 +104,12 @@ def _rows():
         rule="od_ssd_inception_v2")
     add("ssd_inception_v2_coco", "detection_ssd", "SSDInceptionV2COCO", "ssd_inception_v2", 300, "none",
         weights_default="coco", rule="od_ssd_inception_v2")
+    # The Object Detection API's faster_rcnn_resnet50_coco and rfcn_resnet101_coco, whole (backbone, RPN, box
+    # classifier, post-processing).
+    add("faster_rcnn_resnet50_coco", "detection_faster_rcnn", "FasterRCNNResNet50COCO", "resnet_v1", 600, "none",
+        weights_default="coco", rule="od_resnet_v1")
+    add("rfcn_resnet101_coco", "detection_faster_rcnn", "RFCNResNet101COCO", "resnet_v1", 600, "none",
+        weights_default="coco", rule="od_resnet_v1")
     add("mobilenet", "mobilenet", "MobileNet", "mobilenet", 224, "tf")
     add("mobilenet_v1_relu", "mobilenet", "MobileNetV1ReLU", "mobilenet", 224, "torch", weights_default="paddle",
         rule="paddle_mobilenet")

@@ -3,7 +3,8 @@
     python tests/paddle_reference.py SPEC.json
 
 SPEC: ``{"family": "resnet" | "se_resnext" | "vgg" | "mobilenet", "stages": [...], "depth": 50, "size": 64,
-"classes": 1000, "seed": 0, "out": folder, "inputs": x.npy (NHWC float64), "vgg_conv_bias": true}``.
+"classes": 1000, "seed": 0, "out": folder, "inputs": x.npy (NHWC float64), "vgg_conv_bias": true,
+"bn_gain": 1.0, "layout": "paddleclas" (PaddleClas' module structure, unnamed parameters)}``.
 
 Builds the 2019 model of PaddlePaddle/models (fluid/PaddleCV/image_classification/models_name/*.py) in dygraph,
 every parameter named as the 2019 release named it (``ParamAttr(name=...)``), draws random weights the way
@@ -172,8 +173,144 @@ class MobileNet(nn.Layer):
         return self.fc(paddle.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+# PaddleClas' dygraph VGG and MobileNetV1 (ppcls/arch/backbone/legendary_models/{vgg,mobilenet_v1}.py in
+# https://github.com/PaddlePaddle/PaddleClas): the same networks, parameters without ParamAttr names, so its
+# .pdparams keys are the structured attribute paths (conv_block_1.conv1.weight, conv2_1._depthwise_conv._conv.weight).
+
+class ClasConvBN(nn.Layer):
+    def __init__(self, cin, cout, k, stride, groups=1):
+        super().__init__()
+        self._conv = nn.Conv2D(cin, cout, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias_attr=False)
+        self._batch_norm = nn.BatchNorm(cout, act="relu")
+
+    def forward(self, x):
+        return self._batch_norm(self._conv(x))
+
+
+class ClasSeparable(nn.Layer):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self._depthwise_conv = ClasConvBN(cin, cin, 3, stride, groups=cin)
+        self._pointwise_conv = ClasConvBN(cin, cout, 1, 1)
+
+    def forward(self, x):
+        return self._pointwise_conv(self._depthwise_conv(x))
+
+
+class ClasMobileNet(nn.Layer):
+    def __init__(self, classes):
+        super().__init__()
+        self.conv1 = ClasConvBN(3, 32, 3, 2)
+        self.block_list = []
+        cin = 32
+        for name, cout, stride in MOBILENET_BLOCKS:
+            self.block_list.append(self.add_sublayer(name, ClasSeparable(cin, cout, stride)))
+            cin = cout
+        self.out = nn.Linear(1024, classes)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        for block in self.block_list:
+            x = block(x)
+        return self.out(paddle.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class ClasVGGBlock(nn.Layer):
+    def __init__(self, cin, cout, count):
+        super().__init__()
+        self.count = count
+        for i in range(1, count + 1):
+            setattr(self, f"conv{i}", nn.Conv2D(cin if i == 1 else cout, cout, 3, padding=1, bias_attr=False))
+
+    def forward(self, x):
+        for i in range(1, self.count + 1):
+            x = F.relu(getattr(self, f"conv{i}")(x))
+        return F.max_pool2d(x, 2, 2)
+
+
+class ClasVGG(nn.Layer):
+    def __init__(self, stages, classes, size):
+        super().__init__()
+        cin = 3
+        for b, (count, width) in enumerate(zip(stages, (64, 128, 256, 512, 512)), start=1):
+            setattr(self, f"conv_block_{b}", ClasVGGBlock(cin, width, count))
+            cin = width
+        self.drop = nn.Dropout(p=0.5, mode="downscale_in_infer")
+        self.fc1 = nn.Linear(512 * (size // 32) ** 2, 4096)
+        self.fc2 = nn.Linear(4096, 4096)
+        self.fc3 = nn.Linear(4096, classes)
+
+    def forward(self, x):
+        for b in range(1, 6):
+            x = getattr(self, f"conv_block_{b}")(x)
+        x = self.drop(F.relu(self.fc1(paddle.flatten(x, 1))))
+        x = self.drop(F.relu(self.fc2(x)))
+        return self.fc3(x)
+
+
+class ClasConvBNPlain(nn.Layer):
+    """PaddleClas' resnet ConvBNLayer: ``.conv`` and ``.bn`` (eps 1e-5), ReLU optional."""
+
+    def __init__(self, cin, cout, k, stride=1, act=True):
+        super().__init__()
+        self.act = act
+        self.conv = nn.Conv2D(cin, cout, k, stride=stride, padding=(k - 1) // 2, bias_attr=False)
+        self.bn = nn.BatchNorm(cout)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return F.relu(x) if self.act else x
+
+
+class ClasBottleneck(nn.Layer):
+    def __init__(self, cin, f, stride, projection):
+        super().__init__()
+        self.conv0 = ClasConvBNPlain(cin, f, 1)
+        self.conv1 = ClasConvBNPlain(f, f, 3, stride)
+        self.conv2 = ClasConvBNPlain(f, 4 * f, 1, act=False)
+        self.projection = projection
+        if projection:
+            self.short = ClasConvBNPlain(cin, 4 * f, 1, stride, act=False)
+
+    def forward(self, x):
+        short = self.short(x) if self.projection else x
+        return F.relu(self.conv2(self.conv1(self.conv0(x))) + short)
+
+
+class ClasResNet(nn.Layer):
+    """PaddleClas' ResNet "vb" (the 2019 network): stem.0, blocks.{j} (flat over stages), fc."""
+
+    def __init__(self, stages, classes):
+        super().__init__()
+        self.stem = nn.Sequential(ClasConvBNPlain(3, 64, 7, 2))
+        blocks, cin = [], 64
+        for s, (count, f) in enumerate(zip(stages, (64, 128, 256, 512))):
+            for i in range(count):
+                blocks.append(ClasBottleneck(cin, f, 2 if s and not i else 1, i == 0))
+                cin = 4 * f
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(2048, classes)
+
+    def forward(self, x):
+        x = self.blocks(F.max_pool2d(self.stem(x), 3, 2, padding=1))
+        return self.fc(paddle.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def clas_variable_kind(key: str) -> str:
+    """A PaddleClas structured key as the 2019 suffix random_value understands."""
+    for ending, suffix in (("._mean", "_mean"), ("._variance", "_variance"), ("_batch_norm.weight", "_scale"),
+                           (".bn.weight", "_scale"), (".bias", "_offset")):
+        if key.endswith(ending):
+            return suffix
+    return "_weights"
+
+
 def build(spec):
     family, classes = spec["family"], spec.get("classes", 1000)
+    if spec.get("layout") == "paddleclas":
+        if family == "resnet":
+            return ClasResNet(spec["stages"], classes)
+        return ClasVGG(spec["stages"], classes, spec["size"]) if family == "vgg" else ClasMobileNet(classes)
     if family == "resnet":
         return ResNet(spec["depth"], spec["stages"], classes)
     if family == "se_resnext":
@@ -185,10 +322,10 @@ def build(spec):
     raise ValueError(family)
 
 
-def random_value(name, shape, rng):
-    """tests/compat.py's rules, for Paddle's names and layouts."""
+def random_value(name, shape, rng, gain=1.0):
+    """tests/compat.py's rules, for Paddle's names and layouts (``gain``: compat.BN_GAIN's role)."""
     if name.endswith("_scale"):
-        return rng.uniform(*compat.GAMMA_RANGE, shape)
+        return gain * rng.uniform(*compat.GAMMA_RANGE, shape)
     if name.endswith("_variance"):
         return rng.uniform(*compat.BN_VARIANCE_RANGE, shape)
     if name.endswith(("_offset", "_mean", ".b_0")):
@@ -209,8 +346,11 @@ def main(spec_path):
     rng = np.random.default_rng(spec.get("seed", 0))
     state = model.state_dict()
     tensors = {}
-    for tensor in state.values():
-        tensor.set_value(random_value(tensor.name, tuple(tensor.shape), rng).astype("float32"))
+    clas = spec.get("layout") == "paddleclas"
+    for key, tensor in state.items():
+        name = clas_variable_kind(key) if clas else tensor.name
+        value = random_value(name, tuple(tensor.shape), rng, spec.get("bn_gain", 1.0))
+        tensor.set_value(value.astype("float32"))
         tensors[tensor.name] = tensor
     for name, tensor in tensors.items():
         core.save_dense_tensor(tensor.value().get_tensor(), str(out / "vars" / name))

@@ -17,7 +17,8 @@ pytest.importorskip("tensorflow")
 from _ckpt_helpers import make_tar, make_zip, v2_files, write_checkpoint  # noqa: E402
 
 from kzoo.errors import ConversionError, UnsafeArchive  # noqa: E402
-from kzoo.formats.tf_checkpoint import ArchiveLimits, extract_archive, open_checkpoint  # noqa: E402
+from kzoo.formats.archives import ArchiveLimits, extract_archive  # noqa: E402
+from kzoo.formats.tf_checkpoint import open_checkpoint  # noqa: E402
 
 ARRAYS = {
     "net/conv1/weights": np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4),
@@ -200,6 +201,17 @@ def test_zip_symlink_escape(tmp_path):
         zf.writestr(info, "../../../etc/passwd")
     with pytest.raises(UnsafeArchive, match="symlink to '../../../etc/passwd', outside the folder"):
         extract_archive(archive, tmp_path / "out")
+
+
+def test_zip_member_with_permission_bits_only_is_a_file(tmp_path):
+    """Python's zipfile.writestr(name, data) records 0o600 with no file-type bits, as do some zip tools:
+    such a member is a plain file, not a 'special file'."""
+    archive = tmp_path / "plain.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ckpt/notes.txt", "fine")
+    assert zipfile.ZipFile(archive).infolist()[0].external_attr >> 16 == 0o600
+    extract_archive(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "ckpt" / "notes.txt").read_text() == "fine"
 
 
 def test_zip_member_escaping(tmp_path):

@@ -161,3 +161,21 @@ def build(model_name: str, body: Callable, *, include_top, weights, input_tensor
         x = _common.pooling_head(x, pooling, *pool_names)
     model = keras.Model(_common.model_inputs(input_tensor, img_input), x, name=name)
     return request.load(model, legacy_names=legacy_names)
+
+
+def keras_style_builder(model_name: str, body: Callable, *, function_name: str, module: str, doc: str,
+                        weights_default: str = "imagenet", default_size: int = 224, min_size: int = 32):
+    """A keras.applications-signature function (``include_top``, ``weights``, ``input_tensor``, ...) that
+    builds ``body`` through :func:`build`, for families whose variants differ only in their stage table."""
+
+    def builder(include_top=True, weights=weights_default, input_tensor=None, input_shape=None, pooling=None,
+                classes=1000, classifier_activation="softmax", name=model_name):
+        return build(model_name, body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                     input_shape=input_shape, pooling=pooling, classes=classes,
+                     classifier_activation=classifier_activation, name=name, default_size=default_size,
+                     min_size=min_size)
+
+    builder.__name__ = builder.__qualname__ = function_name
+    builder.__module__ = module
+    builder.__doc__ = doc
+    return builder

@@ -72,20 +72,11 @@ def _body(model_name):
 
 def _builder(depth):
     model_name = f"resnet{depth}_v1_5"
-
-    def builder(include_top=True, weights="paddle", input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", name=model_name):
-        return _factory.build(model_name, _body(model_name), include_top=include_top, weights=weights,
-                              input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
-                              classifier_activation=classifier_activation, name=name, default_size=224, min_size=32)
-
-    builder.__name__ = builder.__qualname__ = f"ResNet{depth}V1_5"
-    builder.__module__ = __name__
-    builder.__doc__ = (
-        f"Instantiates ResNet{depth} v1.5 (stride on the 3x3, symmetric padding; keras.applications signature and "
-        "Keras' ResNet layer names).\n\nPreprocessing: ``kzoo.resnet_v1_5.preprocess_input`` (torch: RGB, "
-        "ImageNet mean/std). ``weights``: None, 'paddle', a registry tag, or a path to an .h5 / .weights.h5.")
-    return builder
+    return _factory.keras_style_builder(
+        model_name, _body(model_name), function_name=f"ResNet{depth}V1_5", module=__name__, weights_default="paddle",
+        doc=(f"Instantiates ResNet{depth} v1.5 (stride on the 3x3, symmetric padding; keras.applications signature and "
+            "Keras' ResNet layer names).\n\nPreprocessing: ``kzoo.resnet_v1_5.preprocess_input`` (torch: RGB, "
+            "ImageNet mean/std). ``weights``: None, 'paddle', a registry tag, or a path to an .h5 / .weights.h5."))
 
 
 ResNet50V1_5 = _builder(50)

@@ -58,20 +58,11 @@ def _body(model_name):
 
 def _builder(depth):
     model_name = f"se_resnext{depth}_32x4d"
-
-    def builder(include_top=True, weights="paddle", input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", name=model_name):
-        return _factory.build(model_name, _body(model_name), include_top=include_top, weights=weights,
-                              input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
-                              classifier_activation=classifier_activation, name=name, default_size=224, min_size=32)
-
-    builder.__name__ = builder.__qualname__ = f"SEResNeXt{depth}_32x4d"
-    builder.__module__ = __name__
-    builder.__doc__ = (
-        f"Instantiates SE-ResNeXt{depth} 32x4d (keras.applications signature, Keras-style layer names).\n\n"
-        "Preprocessing: ``kzoo.se_resnext.preprocess_input`` (torch: RGB, ImageNet mean/std). ``weights``: None, "
-        "'paddle', a registry tag, or a path to an .h5 / .weights.h5.")
-    return builder
+    return _factory.keras_style_builder(
+        model_name, _body(model_name), function_name=f"SEResNeXt{depth}_32x4d", module=__name__, weights_default="paddle",
+        doc=(f"Instantiates SE-ResNeXt{depth} 32x4d (keras.applications signature, Keras-style layer names).\n\n"
+            "Preprocessing: ``kzoo.se_resnext.preprocess_input`` (torch: RGB, ImageNet mean/std). ``weights``: None, "
+            "'paddle', a registry tag, or a path to an .h5 / .weights.h5."))
 
 
 SEResNeXt50_32x4d = _builder(50)

@@ -13,12 +13,15 @@ The detector builds slim's ResNet v1 twice (tensorflow/models research/object_de
 
 Inside each prefix the names are the slim classification net's, so the mapping is the prefix plus
 ``slim_resnet_v1.scope_of``. The heads (``Conv``, ``FirstStageBoxPredictor``, ``SecondStageBoxPredictor``)
-are not part of the backbone and are reported unused.
+are not part of the backbone and are reported unused by the backbone rules; the whole detectors
+(``faster_rcnn_resnet50_coco``, ``rfcn_resnet101_coco``) read them too (``od_detector_rules``).
 """
 
 from __future__ import annotations
 
-from kzoo.convert._base import register_family
+import re
+
+from kzoo.convert._base import dense, register_family
 from kzoo.convert._slim_scopes import layer_rules
 from kzoo.convert.slim_resnet_v1 import scope_of
 
@@ -42,7 +45,35 @@ def od_resnet_v1_rules(model, ctx):
     yield from layer_rules(model, lambda name: variable_scope(ctx.model_name, name))
 
 
+# The whole detectors (kzoo.architectures.detection_faster_rcnn): the backbone as above, plus the heads.
+DETECTORS = {"faster_rcnn_resnet50_coco": "resnet_v1_50", "rfcn_resnet101_coco": "resnet_v1_101"}
+HEADS = re.compile(r"^(Conv|FirstStageBoxPredictor|SecondStageBoxPredictor)(?:_(\w+))?$")
+
+
+def detector_scope(backbone: str, layer_name: str) -> str:
+    """``Conv`` -> ``Conv`` (the RPN conv has no scope); ``FirstStageBoxPredictor_ClassPredictor`` ->
+    ``FirstStageBoxPredictor/ClassPredictor``; backbone layers as :func:`variable_scope`."""
+    match = HEADS.match(layer_name)
+    if match:
+        return "/".join(part for part in match.groups() if part)
+    return variable_scope(backbone, layer_name)
+
+
+def od_detector_rules(model, ctx):
+    backbone = DETECTORS[ctx.model_name]
+    yield from layer_rules(model, lambda name: detector_scope(backbone, name))
+    for layer in model.layers:
+        if type(layer).__name__ == "Dense":  # the box classifier: linear layers on the pooled block4
+            yield from dense(layer.name, detector_scope(backbone, layer.name), head=False)
+
+
 for _depth in (50, 101):
     # The "head" only identifies the layout: a detection checkpoint has a second-stage block4.
     register_family(f"{RULES}:resnet_v1_{_depth}",
                     head=f"{SECOND_STAGE}/{{model}}/block4/unit_1/bottleneck_v1/conv1/weights")(od_resnet_v1_rules)
+
+# The "head" identifies the second stage's box predictor: MaskRCNNBoxPredictor's or RfcnBoxPredictor's.
+DETECTOR_HEADS = {"faster_rcnn_resnet50_coco": "SecondStageBoxPredictor/ClassPredictor/weights",
+                  "rfcn_resnet101_coco": "SecondStageBoxPredictor/class_predictions/weights"}
+for _detector in DETECTORS:
+    register_family(_detector, f"{RULES}:{_detector}", head=DETECTOR_HEADS[_detector])(od_detector_rules)

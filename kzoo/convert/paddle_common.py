@@ -15,6 +15,8 @@ The transforms read the module constants when they run, so a test can show each 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from kzoo.convert._base import WeightRule
@@ -87,6 +89,59 @@ KZOO_NAMES = {"paddle_resnet": "resnet50_v1_5, resnet101_v1_5 or resnet152_v1_5"
               "paddle_mobilenet": "mobilenet_v1_relu", "paddle_vgg": "vgg11, vgg13, vgg16 or vgg19"}
 
 
+# PaddleClas' dygraph models without ParamAttr names (ppcls/arch/backbone/legendary_models/{vgg,mobilenet_v1,resnet}.py
+# in https://github.com/PaddlePaddle/PaddleClas) store structured keys; these are the 2019 names they stand for.
+_BN_KEYS = {"weight": "scale", "bias": "offset", "_mean": "mean", "_variance": "variance"}
+_PADDLECLAS_VGG = re.compile(r"^conv_block_(\d)\.conv(\d)\.weight$")
+_PADDLECLAS_MOBILENET = re.compile(r"^(conv\d_\d|conv6|conv1)\.(?:(_depthwise_conv|_pointwise_conv)\.)?"
+                                   r"(_conv|_batch_norm)\.(weight|bias|_mean|_variance)$")
+_PADDLECLAS_FC = {"fc1": "fc6", "fc2": "fc7", "fc3": "fc8", "out": "fc7"}
+
+
+_PADDLECLAS_RESNET = re.compile(r"^(?:stem\.0|blocks\.(\d+)\.(conv0|conv1|conv2|short))\.(conv|bn)\."
+                                r"(weight|bias|_mean|_variance)$")
+_RESNET_BRANCH = {"conv0": "branch2a", "conv1": "branch2b", "conv2": "branch2c", "short": "branch1"}
+
+
+def _resnet_block_names(model_name: str) -> list:
+    """``res{stage}{block id}`` of each PaddleClas ``blocks.{j}``, in order."""
+    from kzoo import index
+    from kzoo.convert.paddle_resnet import block_id
+
+    return [f"{stage}{block_id(model_name, stage, block)}"
+            for stage, count in enumerate(index.get(model_name).stages, start=2) for block in range(1, count + 1)]
+
+
+def paddleclas_name(key: str, model_name: str = "") -> str | None:
+    """The 2019 variable name of a PaddleClas legendary VGG / MobileNetV1 / ResNet key, or None."""
+    match = _PADDLECLAS_RESNET.match(key)
+    if match and model_name.startswith("resnet"):
+        block, branch, layer, leaf = match.groups()
+        if block is None:
+            conv, bn = "conv1", "bn_conv1"
+        else:
+            names = _resnet_block_names(model_name)
+            if int(block) >= len(names):
+                return None
+            suffix = f"{names[int(block)]}_{_RESNET_BRANCH[branch]}"
+            conv, bn = f"res{suffix}", f"bn{suffix}"
+        return f"{conv}_weights" if layer == "conv" else f"{bn}_{_BN_KEYS[leaf]}"
+    if model_name.startswith("resnet") and key in ("fc.weight", "fc.bias"):
+        return "fc_0.w_0" if key == "fc.weight" else "fc_0.b_0"
+    match = _PADDLECLAS_VGG.match(key)
+    if match:
+        return f"conv{match[1]}_{match[2]}_weights"
+    match = _PADDLECLAS_MOBILENET.match(key)
+    if match:
+        block, part, layer, leaf = match.groups()
+        name = block + {"_depthwise_conv": "_dw", "_pointwise_conv": "_sep", None: ""}[part]
+        return f"{name}_weights" if layer == "_conv" else f"{name}_bn_{_BN_KEYS[leaf]}"
+    head, _, leaf = key.partition(".")
+    if head in _PADDLECLAS_FC and leaf in ("weight", "bias"):
+        return f"{_PADDLECLAS_FC[head]}_{'weights' if leaf == 'weight' else 'offset'}"
+    return None
+
+
 def check_family(params, family: str, model_name: str) -> None:
     """ConversionError naming the file when ``params`` are another Paddle family's (or no Paddle model's)."""
     shapes = params.shapes()
@@ -110,10 +165,14 @@ def open_source(src, model_name: str, family: str, workdir=None):
     path = Path(src)
     names = None
     if path.is_file() and not paddle.is_pdparams(path):
-        from kzoo.formats.tf_checkpoint import archive_kind
+        from kzoo.formats.archives import archive_kind
 
         if archive_kind(path) is None:
             names = expected_variables(model_name)
     params = paddle.open_params(src, names=names, workdir=workdir)
+    if family in ("paddle_vgg", "paddle_mobilenet", "paddle_resnet") and MARKERS[family][0] not in params.shapes():
+        renames = {key: paddleclas_name(key, model_name) for key in params.shapes()}
+        if all(renames.values()):  # a PaddleClas file: every key known
+            params.rename(renames)
     check_family(params, family, model_name)
     return params

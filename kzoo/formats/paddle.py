@@ -7,10 +7,12 @@
   folder is found by content anywhere below ``src`` (the archives' folder names were inconsistent,
   https://github.com/PaddlePaddle/models/issues/2100), skipping ``__MACOSX/`` and ``._*`` (issue #2196);
 - a ``.zip`` / ``.tar`` / ``.tar.gz`` of such a folder, extracted with the TF archives' safe extraction
-  (:func:`kzoo.formats.tf_checkpoint.extract_archive`) into a temporary folder removed on ``close()``;
+  (:func:`kzoo.formats.archives.extract_archive`) into a temporary folder removed on ``close()``;
 - a ``.pdparams`` file (``paddle.save`` of a state dict: a pickle of ``{name: ndarray}``), read by an
   unpickler that builds nothing but dicts and numpy arrays; a dygraph file's
-  ``StructuredToParameterName@@`` table renames its structured keys to the parameter names;
+  ``StructuredToParameterName@@`` table renames its structured keys to the parameter names set with
+  ``ParamAttr(name=...)`` (dygraph's automatic ``conv2d_0.w_0``-style names are not used: the structured key,
+  e.g. PaddleClas' ``conv_block_1.conv1.weight``, is kept);
 - a combined params file (``save_vars(..., filename=...)``: the same tensor records concatenated, no
   names), which needs the variable names in the order they were saved (``names=``, Paddle sorts them).
 
@@ -28,9 +30,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,8 @@ _HEADER = struct.Struct("<IQ")  # version, LoD level count
 _MAX_DIMS = 16
 _SKIPPED_DIRS = ("__MACOSX",)
 _STRUCTURED_TABLE = "StructuredToParameterName@@"
+# Names dygraph gives parameters created without ParamAttr(name=...): they say nothing, the structured key does.
+_AUTO_NAME = re.compile(r"^(conv2d|batch_norm2d|batch_norm|linear|create_parameter)_\d+\.(w|b)_\d+$")
 _SUFFIX_PDPARAMS = (".pdparams", ".pdparams.pkl")
 _FIX = "Download the file again."
 
@@ -209,7 +213,8 @@ def read_pdparams(path) -> tuple[dict, list]:
             skipped.append((str(key), f"not an array ({type(value).__name__})"))
             continue
         name = renames.get(key, key)
-        arrays[name if isinstance(name, str) else key] = value
+        keep = not isinstance(name, str) or _AUTO_NAME.match(name)
+        arrays[key if keep else name] = value
     return arrays, skipped
 
 
@@ -304,6 +309,12 @@ class PaddleParams:
 
     def _add_arrays(self, arrays: dict):
         self._arrays.update(arrays)
+
+    def rename(self, names: dict):
+        """Read each variable ``old`` as ``names[old]`` (another naming of the same parameters)."""
+        self._files = {names.get(k, k): v for k, v in self._files.items()}
+        self._headers = {names.get(k, k): v for k, v in self._headers.items()}
+        self._arrays = {names.get(k, k): v for k, v in self._arrays.items()}
 
     # -- the Checkpoint interface ----------------------------------------------------------------
     def shapes(self) -> dict:
@@ -419,20 +430,10 @@ def open_params(src, *, names=None, workdir=None, limits=None) -> PaddleParams:
 
     ``names``: the variable names, in saved order, for a combined params file (ignored otherwise).
     """
-    from kzoo.formats.tf_checkpoint import _named_by_archive, archive_kind, extract_archive
+    from kzoo.formats.archives import archive_kind, open_extracted
 
     source = Path(os.fspath(src)).expanduser()
     if archive_kind(source) is None or is_pdparams(source):
         return _open_local(source, source, None, names)
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="kzoo-paddle-", dir=workdir))
-    try:
-        extract_archive(source, folder, limits)
-        try:
-            return _open_local(folder, source, folder, names)
-        except ConversionError as exc:
-            raise _named_by_archive(exc, source, folder) from exc
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+    return open_extracted(source, lambda folder: _open_local(folder, source, folder, names), "kzoo-paddle-",
+                          limits, workdir)
