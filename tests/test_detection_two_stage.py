@@ -520,3 +520,26 @@ def test_rfcn_heads_proposals_and_detections_match_the_api(tmp_path):
                                        np.repeat(np.arange(2), MAX_PROPOSALS), (18, 18))).mean(axis=(1, 2))
     assert np.abs(plain.reshape(rfcn.class_logits.shape) - rfcn.class_logits).max() > 100 * RTOL * np.abs(
         rfcn.class_logits).max()
+
+
+# ------------------------------------------------------------------------------------------------
+# kzoo bench: the detection workload
+# ------------------------------------------------------------------------------------------------
+
+
+def test_bench_detection_workload(capsys):
+    """A detector is timed whole and without its post-processing, interleaved; the table has the ratio and the
+    post-processing share; a detector mixed with a classifier is refused."""
+    from kzoo.bench import cli_main
+
+    code = cli_main(["ssd_inception_v2_coco", "-b", "1", "--image-size", "96", "--repeats", "2", "--min-time",
+                     "0.05", "--warmup", "1", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = [line.split() for line in out.splitlines() if line.startswith("ssd_inception_v2_coco  ")]
+    assert [row[1] for row in rows] == ["detector", "detector-heads"] and "error:" not in out
+    assert "x detector-heads" in out and "x detector-heads" not in out.split("\n")[0]
+    share = next(line for line in out.splitlines() if "post-processing" in line)
+    assert share.startswith("ssd_inception_v2_coco batch 1: post-processing ")
+    assert cli_main(["ssd_inception_v2_coco", "resnet50", "-q"]) == 2
+    assert "measured on their own" in capsys.readouterr().err

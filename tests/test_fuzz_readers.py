@@ -502,6 +502,7 @@ class _Worker:
         import keras
 
         self.model = _net(keras.layers, False)
+        self.environ = dict(os.environ)  # each job starts from it: one job's KZOO_REGISTRY must not reach the next
 
     # ---- comparing
     def _reset(self):
@@ -644,6 +645,8 @@ def _is_kzoo(exc) -> bool:
 
 
 def _classify(worker: _Worker, job: dict) -> dict:
+    os.environ.clear()
+    os.environ.update(worker.environ)
     loader = getattr(worker, job["loader"])
     try:
         result = loader(job)

@@ -23,7 +23,9 @@ from kzoo.bench.report import (
     write_csv,
     write_json,
 )
-from kzoo.bench.source_table import BASELINES, ENGINE_SOURCES, SOURCES
+from kzoo.bench.detection_candidates import is_detector
+from kzoo.bench.report import ratios
+from kzoo.bench.source_table import BASELINES, DETECTION_SOURCES, ENGINE_SOURCES, SOURCES
 from kzoo.bench.sweep import QUICK_BATCH, QUICK_MODELS, run_benchmarks
 
 
@@ -44,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             "against keras.applications."
         ),
     )
-    p.add_argument("models", nargs="*", help=f"kzoo model names (default: {' '.join(QUICK_MODELS)})")
+    p.add_argument("models", nargs="*", help=f"kzoo model names (default: {' '.join(QUICK_MODELS)}); detectors "
+                   "(ssd_inception_v2_coco, faster_rcnn_resnet50_coco, rfcn_resnet101_coco) run the detection "
+                   "workload: the detector whole against itself without post-processing, interleaved")
     p.add_argument("--batch-size", "-b", type=int, nargs="+", default=None,
                    help=f"one or more batch sizes (default {QUICK_BATCH})")
     p.add_argument("--precision", choices=PRECISIONS, default="float32")
@@ -116,6 +120,13 @@ def cli_main(argv=None) -> int:
     except UnknownModel as exc:
         print(f"kzoo bench: {exc}", file=sys.stderr)
         return 2
+    detectors = [m for m in models if is_detector(m)]
+    if detectors:  # the detection workload: each detector whole against itself without post-processing
+        if len(detectors) != len(models) or args.mode != "infer":
+            print("kzoo bench: detectors are measured on their own, in --mode infer (the detection workload); "
+                  f"got {', '.join(models)} in --mode {args.mode}", file=sys.stderr)
+            return 2
+        sources = list(DETECTION_SOURCES)
     set_threads(args.threads, torch_too=any(SOURCES[s].framework == "torch" for s in sources))
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     env = environment()
@@ -135,6 +146,10 @@ def cli_main(argv=None) -> int:
           f"{args.mode} {args.precision} {'jit' if jit else 'no-jit'}{allocator}{threads} | "
           f"{args.repeats} x >= {args.min_time:g}s blocks, interleaved | {time.perf_counter() - t0:.0f}s total")
     print(format_table(results))
+    for ratio in ratios(results):
+        if ratio.source == DETECTION_SOURCES[0] and ratio.images_per_s_ratio:
+            print(f"{ratio.model} batch {ratio.batch_size}: post-processing {1 - ratio.images_per_s_ratio:.1%} of "
+                  f"a step (1 - x {ratio.baseline}; CPU time: {1 - (ratio.cpu_time_ratio or 1):.1%})")
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "csv", "plot")}
     settings.update(models=models, batch_sizes=batch_sizes, sources=sources, jit=jit)
     for kind, ext, writer in (("json", ".json", lambda p: write_json(p, results, env, settings)),

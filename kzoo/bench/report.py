@@ -9,11 +9,17 @@ import re
 import statistics
 
 from kzoo.bench.results import BenchResult, Ratio
-from kzoo.bench.source_table import BASELINES, OURS, SOURCES
+from kzoo.bench.source_table import BASELINES, DETECTION_BASELINES, OURS, SOURCES
 
 
-def ratios(results: list[BenchResult], baselines=BASELINES) -> list[Ratio]:
-    """kzoo and kzoo-opt against each baseline with the same model/mode/precision/jit/batch."""
+def shown_baselines(results: list[BenchResult]) -> tuple:
+    """The ratio columns: ``--compare``'s baselines, and the detection workload's where it ran."""
+    return BASELINES + tuple(b for b in DETECTION_BASELINES if any(r.source == b for r in results))
+
+
+def ratios(results: list[BenchResult], baselines=None) -> list[Ratio]:
+    """kzoo and kzoo-opt (or a detector) against each baseline with the same model/mode/precision/jit/batch."""
+    baselines = shown_baselines(results) if baselines is None else baselines
     out = []
     key = lambda r: (r.model, r.mode, r.precision, r.jit, r.requested_batch_size)
     by_key = {}
@@ -64,7 +70,8 @@ def format_table(results: list[BenchResult], ratio_list: list[Ratio] | None = No
     rmap = _ratio_map(ratios(results) if ratio_list is None else ratio_list)
     headers = ["model", "source", "mode", "precision", "jit", "batch", "img/s", "img/s min-max",
                "ms/batch", "cpu ms", "compile s", "GFLOP/img", "%peak"]
-    headers += [column for base in BASELINES for column in (f"x {base}", f"x {base} cpu")]
+    baselines = shown_baselines(results)
+    headers += [column for base in baselines for column in (f"x {base}", f"x {base} cpu")]
     rows = []
     for r in results:
         if r.error:
@@ -79,7 +86,7 @@ def format_table(results: list[BenchResult], ratio_list: list[Ratio] | None = No
             _fmt(r.ms_per_batch), _fmt(r.cpu_ms_per_batch, ".0f"), _fmt(r.compile_s, ".2f"),
             _fmt(r.gflops_per_image, ".2f"), _fmt(r.pct_of_peak, ".1f"),
         ]
-        for base in BASELINES:
+        for base in baselines:
             versus = rmap.get(key + (base,))
             row += [_ratio_cell(versus), _fmt(versus.cpu_time_ratio, ".3f") if versus else ""]
         rows.append(row)
@@ -111,7 +118,8 @@ def write_csv(path, results, env):
     rmap = _ratio_map(ratios(results))
     fields = list(BenchResult.__dataclass_fields__)
     fields.remove("step_ms")
-    extra = [column for base in BASELINES for column in (f"ratio_vs_{base}", f"cpu_ratio_vs_{base}")]
+    baselines = shown_baselines(results)
+    extra = [column for base in baselines for column in (f"ratio_vs_{base}", f"cpu_ratio_vs_{base}")]
     extra += ["cpu", "keras_version", "tf_cpu_allocator"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields + extra)
@@ -119,7 +127,7 @@ def write_csv(path, results, env):
         for r in results:
             row = r.row()
             key = (r.model, r.source, r.mode, r.precision, r.jit, r.requested_batch_size)
-            for base in BASELINES:
+            for base in baselines:
                 versus = rmap.get(key + (base,))
                 row[f"ratio_vs_{base}"] = versus.images_per_s_ratio if versus else None
                 row[f"cpu_ratio_vs_{base}"] = versus.cpu_time_ratio if versus else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kzoo.bench.detection_candidates import Detector, DetectorHeads
 from kzoo.bench.engine_candidates import ENGINE_CANDIDATES, OPTIMIZED_SUFFIX
 from kzoo.bench.keras_candidates import (
     KerasApplications,
@@ -13,8 +14,13 @@ from kzoo.bench.timm_candidate import Timm
 
 # Name -> class, in the order of the table's and CSV's ratio columns.
 SOURCES = {candidate.name: candidate
-           for candidate in (Kzoo, KzooOptimized, *ENGINE_CANDIDATES, KerasApplications, Timm)}
-BASELINES = tuple(name for name, candidate in SOURCES.items() if candidate.baseline)
+           for candidate in (Kzoo, KzooOptimized, *ENGINE_CANDIDATES, KerasApplications, Timm,
+                             Detector, DetectorHeads)}
+# The detection workload (a detector against itself without post-processing) has its own pair of sources;
+# BASELINES are ``--compare``'s, and the table's ratio columns add the detection baseline only for detectors.
+DETECTION_SOURCES = (Detector.name, DetectorHeads.name)
+DETECTION_BASELINES = (DetectorHeads.name,)
+BASELINES = tuple(name for name, candidate in SOURCES.items() if candidate.baseline and name not in DETECTION_SOURCES)
 OURS = tuple(name for name, candidate in SOURCES.items() if not candidate.baseline)
 # ``--engine`` names -> the sources that run kzoo's model there (plain, optimised): Keras is kzoo's own model.
 ENGINE_SOURCES = {"keras": ("kzoo", "kzoo-opt"),

@@ -7,8 +7,11 @@
   :mod:`.pipeline_config`; fine-tuning targets and loss in :mod:`.training`).
 - Backbones with ``weights="coco"``: ``create_model("ssd_inception_v2")`` (the six SSD feature maps) and
   :func:`resnet_v1_stages` (Faster R-CNN / R-FCN's first and second stage).
-- Second-stage crops (:mod:`.crops`): ``crop_and_resize`` and R-FCN's position-sensitive crop. The Faster R-CNN
-  and R-FCN detectors themselves (RPN, proposals, box classifier) are not assembled yet.
+- Faster R-CNN ResNet-50 and R-FCN ResNet-101, whole: ``kzoo.create_model("faster_rcnn_resnet50_coco",
+  weights="coco")``, ``create_model("rfcn_resnet101_coco", weights="coco")``
+  (``kzoo.architectures.detection_faster_rcnn``; grid anchors, proposals, second-stage decoding and NMS in
+  :mod:`.two_stage`).
+- Second-stage crops (:mod:`.crops`): ``crop_and_resize`` and R-FCN's position-sensitive crop.
 - :func:`coco_labels`: the 91-slot COCO label map.
 """
 
