@@ -27,7 +27,9 @@ def crop_and_resize(features, boxes, box_indices, crop_size, extrapolation_value
         if count == 1:
             return 0.5 * (start + end) * extent
         steps = ops.cast(ops.arange(count), features.dtype)[None, :]
-        return start * extent + steps * (end - start) * extent / (count - 1)
+        # TensorFlow's order of operations (scale first), so a sample on the map's edge falls on the same side
+        scale = (end - start) * extent / (count - 1)
+        return start * extent + steps * scale
 
     ys = sample_points(y1, y2, height, crop_h)  # (N, crop_h)
     xs = sample_points(x1, x2, width, crop_w)  # (N, crop_w)
