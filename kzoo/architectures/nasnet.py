@@ -17,7 +17,7 @@ on the cell's ``beginning_bn`` output: the max pools ignore the border (as if pa
 the average pool excludes padded positions from its count. Keras instead zero-pads that output
 (``reduction_pad_1_<id>``, ``correct_pad``) and pools VALID, so border windows see zeros. The windows
 are the same; only border values differ (relative error ~1e-2 on slim's weights with Keras' graph,
-~4e-7 with slim's; see shared/reference/slim_mapping.md 3.7). So ``nasnet_mobile`` is
+~4e-7 with slim's; tensorflow/models research/slim/nets/nasnet/nasnet_utils.py). So ``nasnet_mobile`` is
 ``NASNetMobile`` with, in each of the four reduction cells (``stem_1``, ``stem_2``, ``reduce_4``,
 ``reduce_8``):
 

@@ -1,6 +1,6 @@
 """The measuring core behind ``kzoo bench`` and ``benchmarks/``: model throughput you can trust.
 
-Method (see ``shared/reference/perf_anchors.md`` §4.5):
+Method (the usual rules of timing accelerated code: JAX's asynchronous dispatch docs, MLPerf's inference rules):
 
 * The input is synthetic, created once and placed on the device; host-to-device copies are not timed.
 * The first call is timed on its own and reported as ``compile_s`` (tracing, XLA, autotuning).

@@ -9,7 +9,7 @@ import sys
 
 from kzoo.devices import accelerator_name
 
-# Dense (no 2:4 sparsity) peaks in TFLOPS, from shared/reference/perf_anchors.md §2.2.
+# Dense (no 2:4 sparsity) peaks in TFLOPS, from NVIDIA's published datasheets (H100/H200, A100, L4, ...).
 # float32 on these GPUs runs matmuls/convs as TF32 by default in TensorFlow and JAX, so the TF32
 # tensor-core peak is the honest ceiling for "float32"; the basis is always printed next to the %.
 GPU_PEAKS_TFLOPS = {
