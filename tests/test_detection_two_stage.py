@@ -500,24 +500,34 @@ def test_one_proposal_and_its_box_land_where_they_belong():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_rfcn_heads_proposals_and_detections_match_the_api(tmp_path):
+@pytest.fixture(scope="module")
+def rfcn(tmp_path_factory):
+    return FasterRCNNCase(tmp_path_factory.mktemp("rfcn_detector"), depth=101, rfcn=True)
+
+
+@pytest.fixture(scope="module")
+def rfcn_h5(rfcn):
+    return _convert_rfcn(rfcn, rfcn.root)
+
+
+def test_rfcn_heads_proposals_and_detections_match_the_api(rfcn, rfcn_h5):
     """R-FCN ResNet-101 (the archive's depth, 580 + 6 head variables): RPN heads, proposals, the position-sensitive
     heads and the detections, as for Faster R-CNN."""
-    _check_rfcn(FasterRCNNCase(tmp_path, depth=101, rfcn=True), tmp_path)
+    _check_rfcn(rfcn, rfcn_h5)
 
 
 @pytest.mark.sweep
-@pytest.mark.parametrize("rfcn", [False, True], ids=["faster_rcnn", "rfcn"])
-def test_at_the_configs_proposal_count(tmp_path, rfcn):
+@pytest.mark.parametrize("is_rfcn", [False, True], ids=["faster_rcnn", "rfcn"])
+def test_at_the_configs_proposal_count(tmp_path, is_rfcn):
     """The sample configs' own counts (300 proposals, 300 detections) on 160x224 images (10x14 map, 1680
     anchors)."""
-    config = (RFCN_CONFIG if rfcn else PIPELINE_CONFIG).replace(
+    config = (RFCN_CONFIG if is_rfcn else PIPELINE_CONFIG).replace(
         f"first_stage_max_proposals: {MAX_PROPOSALS}", "first_stage_max_proposals: 300").replace(
         "max_total_detections: 40", "max_total_detections: 300")
-    case = FasterRCNNCase(tmp_path, size=(160, 224), depth=101 if rfcn else 50, rfcn=rfcn, config=config)
+    case = FasterRCNNCase(tmp_path, size=(160, 224), depth=101 if is_rfcn else 50, rfcn=is_rfcn, config=config)
     assert case.settings["first_stage_nms"]["max_proposals"] == 300 and case.counts.min() > 50
-    if rfcn:
-        _check_rfcn(case, tmp_path)
+    if is_rfcn:
+        _check_rfcn(case, _convert_rfcn(case, tmp_path))
         return
     h5 = convert_checkpoint(case.archive, "faster_rcnn_resnet50_coco", tmp_path / "d.h5", include_top=False).output
     out = _detector(case, h5, postprocess=False)(case.pixels)
@@ -536,13 +546,17 @@ def test_at_the_configs_proposal_count(tmp_path, rfcn):
                             out["refined_box_encodings"], refined)
 
 
-def _check_rfcn(rfcn, tmp_path):
+def _convert_rfcn(rfcn, folder):
     assert "rfcn" in rfcn.settings and "SecondStageBoxPredictor/reduce_depth/biases" in rfcn.variables
-    report = convert_checkpoint(rfcn.archive, "rfcn_resnet101_coco", tmp_path / "rfcn.h5", include_top=False)
+    report = convert_checkpoint(rfcn.archive, "rfcn_resnet101_coco", folder / "rfcn.h5", include_top=False)
     unused = set(report.unused.get("other", ()))
     assert unused == {k for k in rfcn.variables if k.startswith("FirstStageFeatureExtractor/resnet_v1_101/block4/")}
     assert {key for key, *_ in report.mapped} | unused == rfcn.variables
-    raw = kzoo.create_model("rfcn_resnet101_coco", weights=str(report.output), input_shape=(*rfcn.size, 3),
+    return report.output
+
+
+def _check_rfcn(rfcn, h5):
+    raw = kzoo.create_model("rfcn_resnet101_coco", weights=str(h5), input_shape=(*rfcn.size, 3),
                             pipeline_config=rfcn.config, postprocess=False)
     out = raw(rfcn.pixels)
     base._assert_close(out["rpn_box_encodings"], rfcn.rpn_codes, "R-FCN RPN box encodings")
@@ -555,7 +569,7 @@ def _check_rfcn(rfcn, tmp_path):
     base._assert_close(out["class_logits"], class_logits, "R-FCN class logits")
     detections = od_detections(refined, class_logits, proposals, rfcn.counts, rfcn.size, rfcn.settings)
     keras.backend.clear_session()
-    detector = kzoo.create_model("rfcn_resnet101_coco", weights=str(report.output), input_shape=(*rfcn.size, 3),
+    detector = kzoo.create_model("rfcn_resnet101_coco", weights=str(h5), input_shape=(*rfcn.size, 3),
                                  pipeline_config=rfcn.config)
     _assert_same_end_to_end(detector(rfcn.pixels), detections, out["class_logits"], class_logits,
                             out["refined_box_encodings"], refined)
@@ -606,3 +620,137 @@ def test_crop_at_the_maps_edge_is_tensorflows(height, y1):
     other_order = np.float32(y1) * ext + np.float32(13) * (np.float32(1) - np.float32(y1)) * ext / np.float32(13)
     tf_order = np.float32(y1) * ext + np.float32(13) * ((np.float32(1) - np.float32(y1)) * ext / np.float32(13))
     assert (other_order > ext) != (tf_order > ext)  # the other order would put the last row on the other side
+
+
+# ------------------------------------------------------------------------------------------------
+# Fine-tuning (step 4, seed 003's recipe): num_classes, and a training run of the box classifier
+# ------------------------------------------------------------------------------------------------
+
+
+def _keras_name(variable, arch):
+    """The test's own naming: a checkpoint variable -> the detector's ``layer/weight``
+    (``FirstStageFeatureExtractor/resnet_v1_50/block1/unit_1/bottleneck_v1/conv1/BatchNorm/gamma`` ->
+    ``block1_unit1_bottleneck_v1_conv1_bn/gamma``, ``SecondStageBoxPredictor/ClassPredictor/weights`` ->
+    ``SecondStageBoxPredictor_ClassPredictor/kernel``)."""
+    import re
+
+    scope, leaf = variable.rsplit("/", 1)
+    for stage in ("FirstStageFeatureExtractor", "SecondStageFeatureExtractor"):
+        scope = scope.replace(f"{stage}/{arch}/", "")
+    scope = re.sub(r"/BatchNorm$", "_bn", re.sub(r"unit_(\d+)", r"unit\1", scope))
+    return scope.replace("/", "_") + "/" + {"weights": "kernel", "biases": "bias"}.get(leaf, leaf)
+
+
+@pytest.mark.parametrize("kind", ["frcnn", "rfcn"])
+def test_new_class_count_keeps_all_but_the_class_dependent_heads(kind, request):
+    """num_classes=2: exactly the checkpoint's class-dependent tensors (those whose last dimension counts the 90
+    classes: 91 logits, 90 x 4 codes, R-FCN's 9 bins of each) are re-initialised; every other tensor the detector
+    reads (all but the unused first-stage block4) is kept, equal to the checkpoint's value."""
+    case, h5 = (request.getfixturevalue(f"{kind}{suffix}") for suffix in ("", "_h5"))
+    arch = f"resnet_v1_{case.depth}"
+    reader = tf.train.load_checkpoint(str(case.root / "ckpt" / "model.ckpt"))
+    shapes = reader.get_variable_to_shape_map()
+    bins = 9 if case.rfcn else 1
+    class_dependent = {v for v, shape in shapes.items() if shape and shape[-1] in (91 * bins, 90 * 4 * bins)}
+    heads = ("class_predictions", "refined_locations") if case.rfcn else ("ClassPredictor", "BoxEncodingPredictor")
+    assert class_dependent == {f"SecondStageBoxPredictor/{head}/{leaf}" for head in heads
+                               for leaf in ("weights", "biases")}
+    unread = {v for v in shapes if v.startswith(f"FirstStageFeatureExtractor/{arch}/block4/")}
+    assert set(shapes) == case.variables
+
+    detector = kzoo.create_model("rfcn_resnet101_coco" if case.rfcn else "faster_rcnn_resnet50_coco",
+                                 weights=str(h5), input_shape=(*case.size, 3), pipeline_config=case.config,
+                                 postprocess=False, num_classes=2)
+    report = detector.weights_report
+    assert len(report["kept"]) == len(set(report["kept"])) and len(report["kept"]) + len(
+        report["reinitialised"]) == len(detector.weights)
+    assert set(report["reinitialised"]) == {_keras_name(v, arch) for v in class_dependent}
+    assert set(report["kept"]) == {_keras_name(v, arch) for v in case.variables - class_dependent - unread}
+    values = {f"{layer.name}/{w.name}": w for layer in detector.layers for w in layer.weights}
+    for variable in case.variables - class_dependent - unread:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(values[_keras_name(variable, arch)]),
+                                      reader.get_tensor(variable), err_msg=variable)
+    for variable in class_dependent:  # new shapes: 2 classes (+ background), 2 x 4 codes
+        assert values[_keras_name(variable, arch)].shape[-1] in (3 * bins, 2 * 4 * bins)
+    if not case.rfcn:
+        out = detector(case.pixels)
+        base._assert_close(out["rpn_box_encodings"], case.rpn_codes, "RPN box encodings (2 classes)")
+        assert tuple(out["class_logits"].shape[2:]) == (3,) and tuple(out["refined_box_encodings"].shape[2:]) == (2, 4)
+
+
+def test_fine_tune_box_classifier_to_two_classes(frcnn, frcnn_h5):
+    """Seed 003's recipe in miniature: the detector rebuilt for 2 classes (a red square, a blue square), the
+    backbone, RPN and block4 frozen, the new box classifier trained on two images whose squares differ in colour
+    (and place). Its proposals: the RPN's own plus the square and jittered copies of it (the API's second-stage
+    targets: IoU >= 0.5 takes the square's class and code). The loss must fall to under a tenth, and the whole
+    detector's top detection on each training image must be its square's class -- a head blind to the colour
+    would give both images the same class -- with IoU >= 0.5 to the square (the RPN proposal refined by the
+    trained per-class box layer)."""
+    from kzoo.detection import two_stage
+    from kzoo.detection.training import box_classifier_inputs, box_classifier_loss, iou, proposal_targets
+
+    keras.utils.set_random_seed(0)
+    height, width = frcnn.size
+    detector = _detector(frcnn, frcnn_h5, postprocess=False, num_classes=2)
+    rng = np.random.default_rng(3)
+    images, boxes = [], []
+    for label, colour in ((1, (230, 30, 30)), (2, (30, 30, 230))):
+        image = rng.uniform(90, 160, (height, width, 3))
+        side = rng.uniform(0.45, 0.55)
+        y, x = rng.uniform(0, 1 - side, 2)
+        box = np.array([y, x, y + side, x + side])
+        y0, x0, y1, x1 = (box * [height, width, height, width]).round().astype(int)
+        image[y0:y1, x0:x1] = colour
+        images.append(image.astype("float32"))
+        boxes.append(box)
+    images = np.stack(images)
+    raw = detector(images)
+    first_stage, pooled = box_classifier_inputs(detector)
+    block3 = first_stage(images)
+    training_proposals, targets = [], []
+    for i, box in enumerate(boxes):
+        jitter = box + rng.normal(0, 0.04, (5, 4))
+        rpn = np.asarray(raw["proposals"][i, :int(raw["num_proposals"][i])])
+        training_proposals.append(np.concatenate([rpn, box[None], jitter])[:16].astype("float32"))
+        targets.append(proposal_targets(training_proposals[-1], box[None], [i + 1], 2))
+    class_t, box_t, labels = (np.concatenate(t) for t in zip(*targets))
+    assert (labels == 1).sum() >= 3 and (labels == 2).sum() >= 3 and (labels == 0).sum() >= 6
+    features = pooled([block3, tf.constant(np.stack(training_proposals))])  # frozen: computed once
+    class_layer, box_layer = (detector.get_layer(f"SecondStageBoxPredictor_{head}")
+                              for head in ("ClassPredictor", "BoxEncodingPredictor"))
+    # The box layer starts at zero codes (Detectron initialises its box regressor with std 0.001): untrained, the
+    # boxes are the proposals; Keras' default would start it at codes of ~100 on these features.
+    box_layer.set_weights([np.zeros_like(w) for w in box_layer.get_weights()])
+    # The random replica's pooled features are far larger than a trained net's (~1): the steps are scaled to them,
+    # the box layer's (whose smooth L1 gradient does not shrink near its target as fast) ten times smaller.
+    scale = float(np.abs(np.asarray(features)).mean())
+    optimizers = ((keras.optimizers.Adam(3e-2 / scale), class_layer.trainable_weights),
+                  (keras.optimizers.Adam(3e-3 / scale), box_layer.trainable_weights))
+
+    def step():
+        with tf.GradientTape() as tape:
+            refined = tf.reshape(box_layer(features), (-1, 2, 4))
+            loss = box_classifier_loss(class_t, box_t, labels, class_layer(features), refined)
+        grads = tape.gradient(loss, [w for _, weights in optimizers for w in weights])
+        for optimizer, weights in optimizers:
+            optimizer.apply_gradients(zip(grads[:len(weights)], weights))
+            grads = grads[len(weights):]
+        return float(loss)
+
+    losses = [step() for _ in range(150)]
+    print(f"features ~{scale:.1f}; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    assert losses[-1] < losses[0] / 10
+
+    out = detector(images)  # the trained head, through the detector
+    detections = two_stage.second_stage_detections(
+        out["refined_box_encodings"], out["class_logits"], out["proposals"], out["num_proposals"],
+        frcnn.size, detector.detection_settings)
+    for i, box in enumerate(boxes):
+        top_class = int(detections["detection_classes"][i, 0])
+        top_box = np.asarray(detections["detection_boxes"][i, 0])
+        print(f"image {i}: top class {top_class} score {float(detections['detection_scores'][i, 0]):.3f} "
+              f"IoU {iou(top_box[None], box[None])[0, 0]:.2f} (best proposal: "
+              f"{iou(np.asarray(out['proposals'][i, :int(out['num_proposals'][i])]), box[None]).max():.2f})")
+        # better than any proposal: the trained per-class box layer refined it
+        best_proposal = iou(np.asarray(out["proposals"][i, :int(out["num_proposals"][i])]), box[None]).max()
+        assert top_class == i + 1 and iou(top_box[None], box[None])[0, 0] >= max(0.5, best_proposal + 0.05)

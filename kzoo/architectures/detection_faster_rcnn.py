@@ -223,9 +223,21 @@ def rfcn_box_classifier(backbone, block3, proposals, settings):
     return crop(locations, proposals), crop(scores, proposals)
 
 
+# The second stage's class-dependent layers (their shapes follow num_classes); everything else is class-agnostic.
+CLASS_HEADS = {"faster_rcnn_resnet50_coco": ("SecondStageBoxPredictor_BoxEncodingPredictor",
+                                             "SecondStageBoxPredictor_ClassPredictor"),
+               "rfcn_resnet101_coco": ("SecondStageBoxPredictor_refined_locations",
+                                       "SecondStageBoxPredictor_class_predictions")}
+
+
 def two_stage_detector(model_name, backbone, second_stage, weights, input_tensor, input_shape, pipeline_config,
-                       postprocess, name):
+                       postprocess, name, num_classes=None):
+    from kzoo.architectures.detection_ssd import load_for_new_classes
+
     settings = detector_settings(model_name, pipeline_config, weights)
+    checkpoint_classes = settings["num_classes"]
+    if num_classes is not None:
+        settings = {**settings, "num_classes": int(num_classes)}
     request = _factory.Weights(weights, model_name, False, 1)
     input_shape = _common.obtain_input_shape(input_shape or (None, None, 3), default_size=600, min_size=33,
                                              require_flatten=False, pretrained=False)
@@ -243,7 +255,9 @@ def two_stage_detector(model_name, backbone, second_stage, weights, input_tensor
                    "num_proposals": counts, "refined_box_encodings": refined, "class_logits": class_logits}
     model = keras.Model(_common.model_inputs(input_tensor, images), outputs, name=name)
     model.detection_settings = settings
-    return request.load(model)
+    if settings["num_classes"] == checkpoint_classes or weights is None:
+        return request.load(model)
+    return load_for_new_classes(model, request, CLASS_HEADS[model_name])
 
 
 def _no_classifier(include_top, pooling, name):
@@ -252,20 +266,27 @@ def _no_classifier(include_top, pooling, name):
 
 
 def FasterRCNNResNet50COCO(include_top=False, weights="coco", input_tensor=None, input_shape=None, pooling=None,
-                           pipeline_config=None, postprocess=True, name="faster_rcnn_resnet50_coco"):
-    """The Faster R-CNN ResNet-50 COCO detector (see the module docstring)."""
+                           pipeline_config=None, postprocess=True, num_classes=None, name="faster_rcnn_resnet50_coco"):
+    """The Faster R-CNN ResNet-50 COCO detector (see the module docstring).
+
+    ``num_classes`` (default: the config's, 90) other than the checkpoint's rebuilds the second stage's two
+    class-dependent layers for fine-tuning (``SecondStageBoxPredictor``'s ``ClassPredictor`` and per-class
+    ``BoxEncodingPredictor``); the backbone, the class-agnostic RPN and block4 load from ``weights``, and
+    ``model.weights_report`` lists the tensors ``kept`` and ``reinitialised``."""
     _no_classifier(include_top, pooling, name)
     return two_stage_detector("faster_rcnn_resnet50_coco", "resnet_v1_50", box_classifier, weights, input_tensor,
-                              input_shape, pipeline_config, postprocess, name)
+                              input_shape, pipeline_config, postprocess, name, num_classes)
 
 
 def RFCNResNet101COCO(include_top=False, weights="coco", input_tensor=None, input_shape=None, pooling=None,
-                      pipeline_config=None, postprocess=True, name="rfcn_resnet101_coco"):
+                      pipeline_config=None, postprocess=True, num_classes=None, name="rfcn_resnet101_coco"):
     """The R-FCN ResNet-101 COCO detector: Faster R-CNN's first stage and post-processing, R-FCN's position-
-    sensitive box classifier (see :func:`rfcn_box_classifier`)."""
+    sensitive box classifier (see :func:`rfcn_box_classifier`). ``num_classes``: as Faster R-CNN's; the
+    re-initialised layers are the position-sensitive ``class_predictions`` and ``refined_locations`` convs
+    (``reduce_depth`` is class-agnostic and kept)."""
     _no_classifier(include_top, pooling, name)
     return two_stage_detector("rfcn_resnet101_coco", "resnet_v1_101", rfcn_box_classifier, weights, input_tensor,
-                              input_shape, pipeline_config, postprocess, name)
+                              input_shape, pipeline_config, postprocess, name, num_classes)
 
 
 preprocess_input = None  # the mean subtraction is inside the model (index mode "none")

@@ -124,23 +124,25 @@ def SSDInceptionV2COCO(include_top=False, weights="coco", input_tensor=None, inp
     model.detection_settings = settings
     if settings["num_classes"] == checkpoint_classes or weights is None:
         return request.load(model)
-    return _load_for_new_classes(model, request)
+    heads = {layer.name for layer in model.layers if layer.name.endswith("_ClassPredictor")}
+    return load_for_new_classes(model, request, heads)
 
 
-def _load_for_new_classes(model, request):
-    """Load every weight whose shape still fits; the class heads (the only ones whose shape depends on the class
-    count) keep their fresh initialisation. Anything else that does not fit is an error, not a silent skip."""
+def load_for_new_classes(model, request, class_layers):
+    """Load every weight whose shape still fits; the ``class_layers`` (the only ones whose shape depends on the
+    class count) keep their fresh initialisation. Anything else that does not fit is an error, not a silent skip.
+    Sets ``model.weights_report``: ``kept`` and ``reinitialised`` (``layer/weight`` names) and ``source``."""
     from kzoo.errors import IncompatibleWeights
     from kzoo.formats import keras_h5
 
     path, entry = request.local_file()
     report = keras_h5.load_weights(model, path, skip_mismatch=True, allow_unexpected=False, probe=entry is None)
     fresh = {layer for layer, _ in report.mismatched}
-    unexpected = sorted(fresh - {layer.name for layer in model.layers if layer.name.endswith("_ClassPredictor")})
+    unexpected = sorted(fresh - set(class_layers))
     if unexpected or report.missing:
-        raise IncompatibleWeights(f"{path}: only the ClassPredictor heads may change with num_classes, but "
-                                  f"{unexpected + list(report.missing)} do not fit either. Is it an "
-                                  f"ssd_inception_v2_coco weight file?")
+        raise IncompatibleWeights(f"{path}: only the class-dependent heads {sorted(class_layers)} may change with "
+                                  f"num_classes, but {unexpected + list(report.missing)} do not fit either. Is it a "
+                                  f"{model.name} weight file?")
     kept, reinitialised = [], []
     for layer in model.layers:
         for weight in layer.weights:

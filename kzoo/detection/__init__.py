@@ -10,7 +10,8 @@
 - Faster R-CNN ResNet-50 and R-FCN ResNet-101, whole: ``kzoo.create_model("faster_rcnn_resnet50_coco",
   weights="coco")``, ``create_model("rfcn_resnet101_coco", weights="coco")``
   (``kzoo.architectures.detection_faster_rcnn``; grid anchors, proposals, second-stage decoding and NMS in
-  :mod:`.two_stage`).
+  :mod:`.two_stage`). ``num_classes=`` on all three detectors re-initialises only the class-dependent heads and
+  reports it (``model.weights_report``); second-stage targets and loss for fine-tuning in :mod:`.training`.
 - Second-stage crops (:mod:`.crops`): ``crop_and_resize`` and R-FCN's position-sensitive crop.
 - :func:`coco_labels`: the 91-slot COCO label map.
 """

@@ -7,11 +7,20 @@ code; every ground-truth box also claims its best anchor (``force_match_for_each
 background. The loss is the sigmoid cross-entropy over every (anchor, class) plus smooth L1 on the matched
 anchors' codes, both divided by the number of matches (``normalize_loss_by_num_matches``). Not reproduced:
 hard example mining (the API keeps 3 negatives per positive) -- use a smaller learning rate or weight.
+
+Faster R-CNN's box classifier (the second stage; ``target_assigner.create_target_assigner("FasterRCNN",
+"detection")`` and ``faster_rcnn_meta_arch.py``'s second-stage loss): a proposal whose IoU with a ground-truth
+box is at least 0.5 takes that box's class and its code against the proposal (scales 10, 10, 5, 5), all others
+are background; softmax cross-entropy over the classes plus ``localization_weight`` x smooth L1 on the matched
+proposals' codes of their own class, divided by the number of proposals. Not reproduced: the balanced
+positive / negative sampling of 64 proposals per image (pass the proposals to train on).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from kzoo.detection.two_stage import BOX_CODER_SCALES
 
 
 def iou(boxes_a, boxes_b) -> np.ndarray:
@@ -61,3 +70,42 @@ def ssd_loss(class_targets, box_targets, matched, class_logits, box_encodings):
     smooth_l1 = ops.where(error < 1.0, 0.5 * error ** 2, error - 0.5)
     localisation = ops.sum(ops.sum(smooth_l1, axis=-1) * matched)
     return (classification + localisation) / matches
+
+
+def proposal_targets(proposals, boxes, classes, num_classes: int, scales=BOX_CODER_SCALES,
+                     matched_threshold: float = 0.5):
+    """Faster R-CNN second-stage targets for one image's ``proposals (P, 4)``: ``(class_targets (P, num_classes
+    + 1) one-hot, box_targets (P, 4), labels (P,))``; ``classes`` 1-based, label 0 is the background."""
+    overlaps = iou(proposals, boxes)
+    best = overlaps.argmax(axis=1)
+    labels = np.where(overlaps.max(axis=1) >= matched_threshold, np.asarray(classes)[best], 0)
+    codes = encode_boxes(np.asarray(boxes)[best], proposals, scales)
+    box_targets = np.where((labels > 0)[:, None], codes, 0.0).astype(np.float32)
+    return np.eye(num_classes + 1, dtype=np.float32)[labels], box_targets, labels
+
+
+def box_classifier_loss(class_targets, box_targets, labels, class_logits, refined_encodings,
+                        localization_weight: float = 2.0):
+    """The second-stage loss above (keras.ops): ``class_logits (P, C + 1)``, ``refined_encodings (P, C, 4)``
+    and the targets of :func:`proposal_targets` (proposals of several images concatenated)."""
+    from keras import ops
+
+    count = ops.cast(ops.shape(class_logits)[0], class_logits.dtype)
+    classification = ops.sum(ops.categorical_crossentropy(class_targets, class_logits, from_logits=True))
+    # each proposal's codes for its own class (background proposals: none, masked out below)
+    own = ops.sum(refined_encodings * class_targets[:, 1:, None], axis=1)
+    error = ops.abs(own - box_targets)
+    smooth_l1 = ops.sum(ops.where(error < 1.0, 0.5 * error ** 2, error - 0.5), axis=-1)
+    localisation = ops.sum(smooth_l1 * ops.cast(labels > 0, smooth_l1.dtype))
+    return (classification + localization_weight * localisation) / count
+
+
+def box_classifier_inputs(detector):
+    """A Faster R-CNN detector's frozen parts for training its box classifier: ``(first_stage, pooled)``, Keras
+    models ``images -> block3`` and ``[block3, proposals (N, P, 4)] -> (N * P, 2048)`` pooled block4 features,
+    sharing the detector's layers; the two ``SecondStageBoxPredictor`` dense layers take these features."""
+    import keras
+
+    block3, proposals = detector.get_layer("crop_and_resize").input
+    pooled = detector.get_layer("SecondStageBoxPredictor_AvgPool").output
+    return keras.Model(detector.input, block3), keras.Model([block3, proposals], pooled)
