@@ -56,12 +56,25 @@ SPECS = {
 
 
 @functools.lru_cache(maxsize=None)
+def _session_folder() -> Path:
+    """One temp folder for this process's Paddle references, removed when the process ends (VGG's files
+    are ~1.5 GB at 224: left behind, a few runs fill a disk)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="kzoo-paddle-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+@functools.lru_cache(maxsize=None)
 def paddle_reference(model: str, size: int = SIZE, seed: int = 0, root: str | None = None) -> Path:
     """Paddle's files and logits for ``model`` (cached per session): ``vars/``, ``model.pdparams``,
     ``params.combined``, ``inputs.npy`` (NHWC), ``logits.npy``."""
     import tempfile
 
-    out = Path(root or tempfile.mkdtemp(prefix=f"kzoo-paddle-{model}-"))
+    out = Path(root or tempfile.mkdtemp(prefix=f"{model.replace(':', '-')}-{size}-", dir=_session_folder()))
     inputs = np.random.default_rng(seed + 1).normal(0.0, 1.0, (2, size, size, 3))
     np.save(out / "inputs.npy", inputs)
     spec = {**SPECS[model], "size": size, "seed": seed, "out": str(out), "inputs": str(out / "inputs.npy")}
