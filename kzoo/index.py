@@ -110,6 +110,9 @@ def _rows():
         weights_default="coco", rule="od_resnet_v1")
     add("rfcn_resnet101_coco", "detection_faster_rcnn", "RFCNResNet101COCO", "resnet_v1", 600, "none",
         weights_default="coco", rule="od_resnet_v1")
+    # ... and faster_rcnn_resnet101_coco_11_06_2017, the archive of the UAI-Train fine-tuning recipe.
+    add("faster_rcnn_resnet101_coco", "detection_faster_rcnn", "FasterRCNNResNet101COCO", "resnet_v1", 600, "none",
+        weights_default="coco", rule="od_resnet_v1")
     add("mobilenet", "mobilenet", "MobileNet", "mobilenet", 224, "tf")
     add("mobilenet_v1_relu", "mobilenet", "MobileNetV1ReLU", "mobilenet", 224, "torch", weights_default="paddle",
         rule="paddle_mobilenet")

@@ -299,7 +299,8 @@ class FasterRCNNCase:
     """The replica's outputs: RPN heads on two images, the API's proposals from them, the box classifier's heads on
     those proposals and the API's detections."""
 
-    def __init__(self, root, size=(64, 80), seed=0, depth=50, rfcn=False, config=None):
+    def __init__(self, root, size=(64, 80), seed=0, depth=50, rfcn=False, config=None, name=None, pack_config=True,
+                 gains=GAINS):
         from kzoo.detection import pipeline_config
         from kzoo.detection.two_stage import faster_rcnn_settings
 
@@ -307,7 +308,7 @@ class FasterRCNNCase:
         self.root, self.size, self.depth, self.rfcn = root, size, depth, rfcn
         self.config = config or (RFCN_CONFIG if rfcn else PIPELINE_CONFIG)
         self.settings = faster_rcnn_settings(pipeline_config.parse(self.config))
-        name = f"rfcn_resnet{depth}_coco_2018_01_28" if rfcn else f"faster_rcnn_resnet{depth}_coco_2018_01_28"
+        name = name or (f"rfcn_resnet{depth}_coco_2018_01_28" if rfcn else f"faster_rcnn_resnet{depth}_coco_2018_01_28")
         self.pixels = rng.uniform(0, 255, (2, *size, 3)).astype(np.float32)
         graph = tf.Graph()
         with graph.as_default():
@@ -317,9 +318,9 @@ class FasterRCNNCase:
                                                                                              rfcn)
             session = v1.Session(graph=graph)  # left open: heads_on runs the second stage again
             session.run(v1.global_variables_initializer())
-            randomise_graph_variables(session, rng, GAINS)
+            randomise_graph_variables(session, rng, gains)
             self.variables = {v.op.name for v in v1.global_variables()}
-            self.archive = base._save_archive(session, root, name, self.config)
+            self.archive = base._save_archive(session, root, name, self.config if pack_config else None)
         centred = self.pixels - MEAN_RGB
         features, self.rpn_codes, self.rpn_logits = session.run([block3, rpn_codes, rpn_logits], {images: centred})
         self.feature_shape = features.shape[1:3]
@@ -466,16 +467,10 @@ def test_grid_anchors_are_the_apis():
     np.testing.assert_allclose(expected[1], [-90.51, -45.25, 90.51, 45.25], atol=1e-2)
 
 
-def test_one_proposal_and_its_box_land_where_they_belong():
-    """Zero kernels. The RPN's biases blow every anchor up past the image, so after clipping all proposals are
-    the whole image and NMS keeps exactly one; the box classifier's biases give it class 18 ("dog") and refine
-    it to a chosen box. The codes are the Faster R-CNN coder's inverse, by hand."""
-    settings = kzoo.registry.get_entry("faster_rcnn_resnet50_coco.coco_notop").conversion["detection"]["settings"]
-    detector = kzoo.create_model("faster_rcnn_resnet50_coco", weights=None, input_shape=(64, 96, 3),
-                                 pipeline_config=settings)
+def _make_a_dog(detector, target):
+    """Zero kernels; biases that make every proposal the whole image and refine it to ``target`` as class 18."""
     biases = {"FirstStageBoxPredictor_BoxEncodingPredictor": np.tile([0.0, 0.0, 50.0, 50.0], 12),
               "FirstStageBoxPredictor_ClassPredictor": np.zeros(24)}
-    target = np.array([0.25, 0.2, 0.5, 0.75])  # ymin, xmin, ymax, xmax, normalised; the proposal is [0, 0, 1, 1]
     (yc, xc), (h, w) = (target[:2] + target[2:]) / 2, target[2:] - target[:2]
     refine = np.zeros(360)
     refine[17 * 4:18 * 4] = [10 * (yc - 0.5), 10 * (xc - 0.5), 5 * np.log(h), 5 * np.log(w)]  # class 18: slot 17
@@ -485,6 +480,16 @@ def test_one_proposal_and_its_box_land_where_they_belong():
         layer = detector.get_layer(name)
         layer.set_weights([np.zeros_like(layer.get_weights()[0]), bias])
 
+
+def test_one_proposal_and_its_box_land_where_they_belong():
+    """Zero kernels. The RPN's biases blow every anchor up past the image, so after clipping all proposals are
+    the whole image and NMS keeps exactly one; the box classifier's biases give it class 18 ("dog") and refine
+    it to a chosen box. The codes are the Faster R-CNN coder's inverse, by hand."""
+    settings = kzoo.registry.get_entry("faster_rcnn_resnet50_coco.coco_notop").conversion["detection"]["settings"]
+    detector = kzoo.create_model("faster_rcnn_resnet50_coco", weights=None, input_shape=(64, 96, 3),
+                                 pipeline_config=settings)
+    target = np.array([0.25, 0.2, 0.5, 0.75])  # ymin, xmin, ymax, xmax, normalised; the proposal is [0, 0, 1, 1]
+    _make_a_dog(detector, target)
     out = detector(np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype("float32"))
     # one proposal: one detection per class (softmax scores are all above the 0.0 threshold)
     assert int(out["num_detections"][0]) == 90
@@ -493,6 +498,199 @@ def test_one_proposal_and_its_box_land_where_they_belong():
                                rtol=1e-6)
     np.testing.assert_allclose(np.asarray(out["detection_boxes"][0, 0]), target, atol=1e-5)
     np.testing.assert_allclose(np.asarray(out["detection_boxes"][0, 1]), [0, 0, 1, 1], atol=1e-6)
+
+
+# The model block of tensorflow/models research/object_detection samples/configs/faster_rcnn_resnet101_coco.config
+# (commit 6ddfb3f98105f32d4154efddc01f930ab1017491); samples/configs/faster_rcnn_resnet101_pets.config, the UAI-Train
+# recipe's config, has the same block with num_classes 37.
+R101_SAMPLE_CONFIG = """model {
+  faster_rcnn {
+    num_classes: 90
+    image_resizer { keep_aspect_ratio_resizer { min_dimension: 600 max_dimension: 1024 } }
+    feature_extractor { type: 'faster_rcnn_resnet101' first_stage_features_stride: 16 }
+    first_stage_anchor_generator {
+      grid_anchor_generator {
+        scales: [0.25, 0.5, 1.0, 2.0]
+        aspect_ratios: [0.5, 1.0, 2.0]
+        height_stride: 16
+        width_stride: 16
+      }
+    }
+    first_stage_box_predictor_conv_hyperparams {
+      op: CONV
+      regularizer { l2_regularizer { weight: 0.0 } }
+      initializer { truncated_normal_initializer { stddev: 0.01 } }
+    }
+    first_stage_nms_score_threshold: 0.0
+    first_stage_nms_iou_threshold: 0.7
+    first_stage_max_proposals: 300
+    first_stage_localization_loss_weight: 2.0
+    first_stage_objectness_loss_weight: 1.0
+    initial_crop_size: 14
+    maxpool_kernel_size: 2
+    maxpool_stride: 2
+    second_stage_box_predictor {
+      mask_rcnn_box_predictor {
+        use_dropout: false
+        dropout_keep_probability: 1.0
+        fc_hyperparams {
+          op: FC
+          regularizer { l2_regularizer { weight: 0.0 } }
+          initializer { variance_scaling_initializer { factor: 1.0 uniform: true mode: FAN_AVG } }
+        }
+      }
+    }
+    second_stage_post_processing {
+      batch_non_max_suppression {
+        score_threshold: 0.0
+        iou_threshold: 0.6
+        max_detections_per_class: 100
+        max_total_detections: 300
+      }
+      score_converter: SOFTMAX
+    }
+    second_stage_localization_loss_weight: 2.0
+    second_stage_classification_loss_weight: 1.0
+  }
+}
+"""
+PETS_CONFIG = R101_SAMPLE_CONFIG.replace("num_classes: 90", "num_classes: 37")
+
+
+def _offline_empty_cache(monkeypatch, tmp_path, mirror=None):
+    for variable, value in (("KZOO_CACHE_DIR", tmp_path / "cache"), ("KZOO_PINS", tmp_path / "pins.json"),
+                            ("KZOO_MIRRORS", mirror or tmp_path / "no-mirror"), ("KZOO_OFFLINE", "1")):
+        monkeypatch.setenv(variable, str(value))
+
+
+def test_resnet101_detector_is_the_sample_configs_and_the_recipes(monkeypatch, tmp_path):
+    """Seed 003's detector: faster_rcnn_resnet101_coco_11_06_2017 has no pipeline.config, so weights="coco" takes
+    the sample faster_rcnn_resnet101_coco.config's settings from the registry without opening the archive (here:
+    offline, nothing cached, no mirror -- the ResNet-50 detector, whose archive holds its config, fails closed
+    there). The recipe's pets config builds a 37-class detector on the ResNet-101 stages."""
+    from kzoo.architectures.detection_faster_rcnn import detector_settings
+    from kzoo.detection import pipeline_config
+    from kzoo.detection.two_stage import faster_rcnn_settings
+    from kzoo.errors import KzooError
+
+    _offline_empty_cache(monkeypatch, tmp_path)
+    entry = kzoo.registry.resolve_weights("faster_rcnn_resnet101_coco", "coco", False)
+    assert entry.file_name == "faster_rcnn_resnet101_coco_11_06_2017.tar.gz"
+    assert entry.urls == kzoo.registry.get_entry("resnet_v1_101.coco_11_06_2017_notop").urls
+    sample = faster_rcnn_settings(pipeline_config.parse(R101_SAMPLE_CONFIG))
+    assert detector_settings("faster_rcnn_resnet101_coco", None, "coco") == sample
+    with pytest.raises(KzooError, match="faster_rcnn_resnet50_coco"):
+        detector_settings("faster_rcnn_resnet50_coco", None, "coco")
+
+    pets = detector_settings("faster_rcnn_resnet101_coco", PETS_CONFIG)
+    assert pets == {**sample, "num_classes": 37}
+    model = kzoo.create_model("faster_rcnn_resnet101_coco", weights=None, pipeline_config=PETS_CONFIG,
+                              input_shape=(64, 80, 3), postprocess=False)
+    units = {layer.name.split("_")[1] for layer in model.layers if layer.name.startswith("block3_unit")}
+    assert len(units) == 23  # ResNet-101's block3
+    out = model(np.zeros((1, 64, 80, 3), np.float32))
+    assert out["class_logits"].shape[-1] == 38 and out["refined_box_encodings"].shape[-2:] == (37, 4)
+
+
+@pytest.mark.sweep
+def test_resnet101_detector_from_the_2017_archive(tmp_path, monkeypatch):
+    """The whole ResNet-101 detector with weights="coco": a replica packed as faster_rcnn_resnet101_coco_11_06_2017
+    (no pipeline.config), served from a mirror; the sample config's settings (300 proposals: all 240 anchors
+    survive NMS here) make the reference. Heads, proposals and detections as for ResNet-50; then the pets recipe:
+    37 classes, only the two class-dependent layers re-initialised."""
+    # ResNet-101's larger block4 features saturate the softmax at the ResNet-50 gain (the background takes every
+    # score, so no detection is left to compare); a smaller box-classifier gain keeps the classes' scores alive.
+    case = FasterRCNNCase(tmp_path, depth=101, config=R101_SAMPLE_CONFIG, name="faster_rcnn_resnet101_coco_11_06_2017",
+                          pack_config=False, gains={**GAINS, "SecondStageBoxPredictor": 0.02})
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / case.archive.name).write_bytes(case.archive.read_bytes())
+    _offline_empty_cache(monkeypatch, tmp_path, mirror)
+    raw = kzoo.create_model("faster_rcnn_resnet101_coco", weights="coco", input_shape=(*case.size, 3),
+                            postprocess=False)
+    assert raw.detection_settings == case.settings
+    out = raw(case.pixels)
+    base._assert_close(out["rpn_box_encodings"], case.rpn_codes, "R-101 RPN box encodings")
+    np.testing.assert_allclose(np.asarray(out["proposals"]), case.proposals, rtol=1e-5, atol=1e-5)
+    # The second stage on kzoo's proposals: with all 240 anchors kept, many proposals reach the image border,
+    # where tf.image.crop_and_resize is discontinuous (see test_at_the_configs_proposal_count).
+    proposals = np.asarray(out["proposals"])
+    refined, class_logits = case.heads_on(proposals)
+    base._assert_close(out["refined_box_encodings"], refined, "R-101 second-stage box encodings")
+    base._assert_close(out["class_logits"], class_logits, "R-101 second-stage class logits")
+    detections = od_detections(refined, class_logits, proposals, case.counts, case.size, case.settings)
+    keras.backend.clear_session()
+    detector = kzoo.create_model("faster_rcnn_resnet101_coco", weights="coco", input_shape=(*case.size, 3))
+    _assert_same_end_to_end(detector(case.pixels), detections, out["class_logits"], class_logits,
+                            out["refined_box_encodings"], refined)
+    keras.backend.clear_session()
+    pets = kzoo.create_model("faster_rcnn_resnet101_coco", weights="coco", input_shape=(*case.size, 3),
+                             pipeline_config=PETS_CONFIG, postprocess=False)
+    assert set(pets.weights_report["reinitialised"]) == {
+        _keras_name(f"SecondStageBoxPredictor/{head}/{leaf}", "resnet_v1_101")
+        for head in ("ClassPredictor", "BoxEncodingPredictor") for leaf in ("weights", "biases")}
+    base._assert_close(pets(case.pixels)["rpn_box_encodings"], case.rpn_codes, "pets detector's RPN")
+
+
+@pytest.mark.parametrize("shape, limits, expected", [
+    ((480, 640), (600, 1024), (600, 800)),      # the shorter side to 600
+    ((300, 1000), (600, 1024), (307, 1024)),    # 600 x 2000 is too long: the longer side to 1024 instead
+    ((601, 1203), (600, 1024), (512, 1024)),    # 1024 / 1203 * 601 = 511.57
+    ((2, 5), (5, 100), (5, 12)),                # 12.5 rounds half to even (tf.round), not up to 13
+])
+def test_keep_aspect_ratio_size_is_resize_to_range(shape, limits, expected):
+    """Sizes worked out by hand from core/preprocessor.py's resize_to_range."""
+    from kzoo.detection import keep_aspect_ratio_size
+
+    assert keep_aspect_ratio_size(*shape, *limits) == expected
+
+
+def _tf1_bilinear(image, size):
+    """TF1's ResizeBilinear (align_corners=False, no half-pixel centres) in numpy: output pixel i samples the input
+    at i * in / out, clamped at the last row/column."""
+    def taps(n_in, n_out):
+        position = np.arange(n_out) * (n_in / n_out)
+        low = np.floor(position).astype(int)
+        return low, np.minimum(low + 1, n_in - 1), position - low
+
+    (y0, y1, fy), (x0, x1, fx) = taps(image.shape[0], size[0]), taps(image.shape[1], size[1])
+    top = image[y0][:, x0] * (1 - fx)[None, :, None] + image[y0][:, x1] * fx[None, :, None]
+    bottom = image[y1][:, x0] * (1 - fx)[None, :, None] + image[y1][:, x1] * fx[None, :, None]
+    return top * (1 - fy)[:, None, None] + bottom * fy[:, None, None]
+
+
+def test_resize_for_samples_as_tf1_did():
+    """resize_for gives the API's pixels: TF1's bilinear, checked against numpy; TF2's tf.image.resize (half-pixel
+    centres) is far off, so the choice of op matters."""
+    from kzoo.detection import resize_for
+
+    image = np.random.default_rng(2).uniform(0, 255, (30, 45, 3)).astype(np.float32)
+    detector = type("Detector", (), {"detection_settings": {"image_resizer": {"min_dimension": 40,
+                                                                             "max_dimension": 100}}})()
+    resized = resize_for(detector, image)
+    assert resized.shape == (40, 60, 3)
+    np.testing.assert_allclose(resized, _tf1_bilinear(image.astype(np.float64), (40, 60)), atol=1e-3)
+    assert np.abs(tf.image.resize(image, (40, 60)).numpy() - resized).max() > 10
+    ssd = type("Detector", (), {"detection_settings": {"image_size": [30, 30]}})()
+    np.testing.assert_allclose(resize_for(ssd, image), _tf1_bilinear(image.astype(np.float64), (30, 30)), atol=1e-3)
+
+
+def test_detect_returns_boxes_in_the_original_images_pixels():
+    """kzoo.detection.detect resizes each image as the config says (here 60/100) and maps the normalised boxes
+    onto the original: the constructed detector of the test above puts its dog at [0.25, 0.2, 0.5, 0.75], which is
+    [12, 14.4, 24, 54] in a 48x72 image and [25, 10, 50, 37.5] in a 100x50 one."""
+    from kzoo.detection import detect
+
+    settings = kzoo.registry.get_entry("faster_rcnn_resnet50_coco.coco_notop").conversion["detection"]["settings"]
+    settings = {**settings, "image_resizer": {"min_dimension": 60, "max_dimension": 100}}
+    detector = kzoo.create_model("faster_rcnn_resnet50_coco", weights=None, pipeline_config=settings)
+    _make_a_dog(detector, np.array([0.25, 0.2, 0.5, 0.75]))
+    rng = np.random.default_rng(1)
+    small, tall = rng.uniform(0, 255, (48, 72, 3)), rng.uniform(0, 255, (100, 50, 3))
+    results = detect(detector, [small, tall])
+    for result, expected in zip(results, ([12, 14.4, 24, 54], [25, 10, 50, 37.5])):
+        assert result["classes"][0] == 18
+        np.testing.assert_allclose(result["boxes"][0], expected, atol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------------

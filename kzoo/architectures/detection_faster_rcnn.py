@@ -1,5 +1,6 @@
-"""Faster R-CNN ResNet-50 and R-FCN ResNet-101 as Keras detectors: ``kzoo.create_model("faster_rcnn_resnet50_coco",
-weights="coco")``, ``kzoo.create_model("rfcn_resnet101_coco", weights="coco")``.
+"""Faster R-CNN ResNet-50 / ResNet-101 and R-FCN ResNet-101 as Keras detectors:
+``kzoo.create_model("faster_rcnn_resnet50_coco", weights="coco")``, ``"faster_rcnn_resnet101_coco"`` (the
+``faster_rcnn_resnet101_coco_11_06_2017`` archive), ``"rfcn_resnet101_coco"``.
 
 The Object Detection API's ``faster_rcnn_resnet50_coco_2018_01_28`` (TI-ONE's Faster R-CNN), as
 tensorflow/models research/object_detection ``meta_architectures/faster_rcnn_meta_arch.py`` runs it at inference:
@@ -37,7 +38,7 @@ from keras import layers
 
 from kzoo.architectures import _common, _factory, resnet_v1
 
-__all__ = ["FasterRCNNResNet50COCO", "RFCNResNet101COCO"]
+__all__ = ["FasterRCNNResNet50COCO", "FasterRCNNResNet101COCO", "RFCNResNet101COCO"]
 
 BOX_CODE_SIZE = 4
 
@@ -132,7 +133,7 @@ def detector_settings(model_name, pipeline_config=None, weights=None) -> dict:
             return faster_rcnn_settings(reader.read(text), text)
         return faster_rcnn_settings(reader.parse(text))
     entry = registry.resolve_weights(_factory.registered_name(model_name), "coco", False)
-    if weights == "coco":
+    if weights == "coco" and entry.conversion["detection"]["pipeline_config"]:
         from kzoo import sources
 
         archive = sources.fetch(entry)
@@ -224,18 +225,21 @@ def rfcn_box_classifier(backbone, block3, proposals, settings):
 
 
 # The second stage's class-dependent layers (their shapes follow num_classes); everything else is class-agnostic.
-CLASS_HEADS = {"faster_rcnn_resnet50_coco": ("SecondStageBoxPredictor_BoxEncodingPredictor",
-                                             "SecondStageBoxPredictor_ClassPredictor"),
-               "rfcn_resnet101_coco": ("SecondStageBoxPredictor_refined_locations",
-                                       "SecondStageBoxPredictor_class_predictions")}
+CLASS_HEADS = {box_classifier: ("SecondStageBoxPredictor_BoxEncodingPredictor",
+                                "SecondStageBoxPredictor_ClassPredictor"),
+               rfcn_box_classifier: ("SecondStageBoxPredictor_refined_locations",
+                                     "SecondStageBoxPredictor_class_predictions")}
 
 
 def two_stage_detector(model_name, backbone, second_stage, weights, input_tensor, input_shape, pipeline_config,
                        postprocess, name, num_classes=None):
     from kzoo.architectures.detection_ssd import load_for_new_classes
 
+    from kzoo import registry
+
     settings = detector_settings(model_name, pipeline_config, weights)
-    checkpoint_classes = settings["num_classes"]
+    # The checkpoint's class count is the registry's (a config such as the pets one may ask for another).
+    checkpoint_classes = registry.resolve_weights(_factory.registered_name(model_name), "coco", False).num_classes
     if num_classes is not None:
         settings = {**settings, "num_classes": int(num_classes)}
     request = _factory.Weights(weights, model_name, False, 1)
@@ -257,7 +261,7 @@ def two_stage_detector(model_name, backbone, second_stage, weights, input_tensor
     model.detection_settings = settings
     if settings["num_classes"] == checkpoint_classes or weights is None:
         return request.load(model)
-    return load_for_new_classes(model, request, CLASS_HEADS[model_name])
+    return load_for_new_classes(model, request, CLASS_HEADS[second_stage])
 
 
 def _no_classifier(include_top, pooling, name):
@@ -275,6 +279,19 @@ def FasterRCNNResNet50COCO(include_top=False, weights="coco", input_tensor=None,
     ``model.weights_report`` lists the tensors ``kept`` and ``reinitialised``."""
     _no_classifier(include_top, pooling, name)
     return two_stage_detector("faster_rcnn_resnet50_coco", "resnet_v1_50", box_classifier, weights, input_tensor,
+                              input_shape, pipeline_config, postprocess, name, num_classes)
+
+
+def FasterRCNNResNet101COCO(include_top=False, weights="coco", input_tensor=None, input_shape=None, pooling=None,
+                            pipeline_config=None, postprocess=True, num_classes=None,
+                            name="faster_rcnn_resnet101_coco"):
+    """Faster R-CNN ResNet-101 COCO: the ResNet-50 detector at depth 101, with weights from
+    ``faster_rcnn_resnet101_coco_11_06_2017``, the archive the UAI-Train recipe fine-tunes. That archive has no
+    ``pipeline.config``: the settings are the sample ``faster_rcnn_resnet101_coco.config``'s unless
+    ``pipeline_config`` is given -- the recipe's ``faster_rcnn_resnet101_pets.config`` (37 classes) builds the
+    pets detector, with the class-dependent heads re-initialised as ``num_classes`` does."""
+    _no_classifier(include_top, pooling, name)
+    return two_stage_detector("faster_rcnn_resnet101_coco", "resnet_v1_101", box_classifier, weights, input_tensor,
                               input_shape, pipeline_config, postprocess, name, num_classes)
 
 

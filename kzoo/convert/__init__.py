@@ -394,10 +394,6 @@ def converted_weights_path(entry, archive_path) -> Path:
     checkpoint's file name inside an archive, used when it holds several); the whole block reaches the
     family's rules (``ctx.conversion``).
     """
-    from filelock import FileLock
-
-    from kzoo import sources
-
     archive_path = Path(archive_path)
     options = dict(getattr(entry, "conversion", None) or {})
     model_name = options.get("model") or entry.model
@@ -407,17 +403,32 @@ def converted_weights_path(entry, archive_path) -> Path:
     sha256 = getattr(entry, "sha256", None) or _sha256(archive_path)
     tags = ("top" if include_top else "notop") + ("-bg" if keep_background else "") + (
         "" if use_ema else "-noema")
+    folder = converted_folder()
+    target = folder / f"{model_name}-{tags}-{sha256[:16]}-c{CONVERTER_VERSION}.h5"
+    return convert_once(target, lambda: convert_checkpoint(
+        archive_path, model_name, target, keep_background=keep_background, use_ema=use_ema, include_top=include_top,
+        workdir=folder / "tmp", hint=options.get("checkpoint"), conversion=options))
+
+
+def converted_folder() -> Path:
+    """``<cache>/converted``, where converted weights live (keyed by their source's sha256)."""
+    from kzoo import sources
+
     folder = Path(sources.cache_dir()) / "converted"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{model_name}-{tags}-{sha256[:16]}-c{CONVERTER_VERSION}.h5"
-    if target.exists():
-        return target
-    with FileLock(str(target) + ".lock"):
-        if target.exists():  # another process converted it while we waited
-            return target
-        convert_checkpoint(archive_path, model_name, target, keep_background=keep_background,
-                           use_ema=use_ema, include_top=include_top, workdir=folder / "tmp",
-                           hint=options.get("checkpoint"), conversion=options)
+    return folder
+
+
+def convert_once(target: Path, convert, done: Path | None = None) -> Path:
+    """``target``, made by ``convert()`` unless ``done`` (default: ``target``) exists; under a file lock, so
+    processes sharing the cache convert once and none reads a half-written result."""
+    from filelock import FileLock
+
+    done = done or target
+    if not done.exists():
+        with FileLock(str(target) + ".lock"):
+            if not done.exists():  # another process may have converted it while we waited
+                convert()
     return target
 
 

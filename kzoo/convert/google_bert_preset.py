@@ -118,24 +118,16 @@ def write_preset(src, output, model_name: str = "bert", *, do_lower_case: bool =
 
 def converted_preset(entry, archive_path) -> Path:
     """The keras-hub preset for a registry entry's archive, converted on first use and cached by its sha256."""
-    from filelock import FileLock
-
-    from kzoo import sources
-    from kzoo.convert import _sha256
+    from kzoo.convert import _sha256, convert_once, converted_folder
 
     archive_path = Path(archive_path)
     sha256 = getattr(entry, "sha256", None) or _sha256(archive_path)
     options = dict(getattr(entry, "conversion", None) or {})
-    folder = Path(sources.cache_dir()) / "converted"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = converted_folder()
     target = folder / f"{entry.model}-{sha256[:16]}-c{PRESET_VERSION}-preset"
-    if (target / MARKER).is_file():
-        return target
-    with FileLock(str(target) + ".lock"):
-        if not (target / MARKER).is_file():
-            write_preset(archive_path, target, entry.model, do_lower_case=bool(options.get("do_lower_case", True)),
-                         force=True, workdir=folder / "tmp", source_sha256=sha256)
-    return target
+    return convert_once(target, lambda: write_preset(
+        archive_path, target, entry.model, do_lower_case=bool(options.get("do_lower_case", True)), force=True,
+        workdir=folder / "tmp", source_sha256=sha256), done=target / MARKER)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,7 +14,8 @@ The detector builds slim's ResNet v1 twice (tensorflow/models research/object_de
 Inside each prefix the names are the slim classification net's, so the mapping is the prefix plus
 ``slim_resnet_v1.scope_of``. The heads (``Conv``, ``FirstStageBoxPredictor``, ``SecondStageBoxPredictor``)
 are not part of the backbone and are reported unused by the backbone rules; the whole detectors
-(``faster_rcnn_resnet50_coco``, ``rfcn_resnet101_coco``) read them too (``od_detector_rules``).
+(``faster_rcnn_resnet50_coco``, ``faster_rcnn_resnet101_coco``, ``rfcn_resnet101_coco``) read them too
+(``od_detector_rules``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def od_resnet_v1_rules(model, ctx):
 
 
 # The whole detectors (kzoo.architectures.detection_faster_rcnn): the backbone as above, plus the heads.
-DETECTORS = {"faster_rcnn_resnet50_coco": "resnet_v1_50", "rfcn_resnet101_coco": "resnet_v1_101"}
+DETECTORS = {"faster_rcnn_resnet50_coco": "resnet_v1_50", "faster_rcnn_resnet101_coco": "resnet_v1_101",
+             "rfcn_resnet101_coco": "resnet_v1_101"}
 HEADS = re.compile(r"^(Conv|FirstStageBoxPredictor|SecondStageBoxPredictor)(?:_(\w+))?$")
 
 
@@ -73,7 +75,8 @@ for _depth in (50, 101):
                     head=f"{SECOND_STAGE}/{{model}}/block4/unit_1/bottleneck_v1/conv1/weights")(od_resnet_v1_rules)
 
 # The "head" identifies the second stage's box predictor: MaskRCNNBoxPredictor's or RfcnBoxPredictor's.
-DETECTOR_HEADS = {"faster_rcnn_resnet50_coco": "SecondStageBoxPredictor/ClassPredictor/weights",
-                  "rfcn_resnet101_coco": "SecondStageBoxPredictor/class_predictions/weights"}
+DETECTOR_HEADS = {"faster_rcnn": "SecondStageBoxPredictor/ClassPredictor/weights",
+                  "rfcn": "SecondStageBoxPredictor/class_predictions/weights"}
 for _detector in DETECTORS:
-    register_family(_detector, f"{RULES}:{_detector}", head=DETECTOR_HEADS[_detector])(od_detector_rules)
+    _head = DETECTOR_HEADS[_detector.split("_resnet")[0]]
+    register_family(_detector, f"{RULES}:{_detector}", head=_head)(od_detector_rules)

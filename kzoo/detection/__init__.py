@@ -13,9 +13,15 @@
   :mod:`.two_stage`). ``num_classes=`` on all three detectors re-initialises only the class-dependent heads and
   reports it (``model.weights_report``); second-stage targets and loss for fine-tuning in :mod:`.training`.
 - Second-stage crops (:mod:`.crops`): ``crop_and_resize`` and R-FCN's position-sensitive crop.
+- Faster R-CNN ResNet-101 from ``faster_rcnn_resnet101_coco_11_06_2017`` (seed of the UAI-Train recipe):
+  ``create_model("faster_rcnn_resnet101_coco", weights="coco")``; with the recipe's pets config
+  (``pipeline_config=``) it is the 37-class detector the recipe fine-tunes.
+- :func:`detect`: images of any size resized as the config says (:mod:`.resize`, the API's
+  ``keep_aspect_ratio_resizer`` / ``fixed_shape_resizer``), boxes back in the original pixels.
 - :func:`coco_labels`: the 91-slot COCO label map.
 """
 
 from kzoo.detection.backbones import coco_labels, resnet_v1_stages
+from kzoo.detection.resize import detect, keep_aspect_ratio_size, resize_for
 
-__all__ = ["coco_labels", "resnet_v1_stages"]
+__all__ = ["coco_labels", "detect", "keep_aspect_ratio_size", "resize_for", "resnet_v1_stages"]

@@ -35,8 +35,14 @@ def faster_rcnn_settings(config, source: str = "pipeline.config") -> dict:
         raise ConversionError(f"{source}: model.faster_rcnn lacks {missing}; kzoo reads Faster R-CNN configs with "
                               "these blocks (as faster_rcnn_resnet50_coco's).")
     rfcn = frcnn.get("second_stage_box_predictor.rfcn_box_predictor")
+    resizer = frcnn.get("image_resizer.keep_aspect_ratio_resizer")
+    if resizer is None:
+        raise ConversionError(f"{source}: model.faster_rcnn.image_resizer is not a keep_aspect_ratio_resizer, the "
+                              "one the Faster R-CNN and R-FCN configs use; kzoo reads no other.")
     settings = {
         "num_classes": int(frcnn.get("num_classes")),
+        "image_resizer": {"min_dimension": int(resizer.get("min_dimension", 600)),
+                          "max_dimension": int(resizer.get("max_dimension", 1024))},
         "first_stage_features_stride": int(frcnn.get("feature_extractor.first_stage_features_stride", 16)),
         "anchors": {
             "scales": [float(s) for s in anchors.all("scales")] or [0.5, 1.0, 2.0],

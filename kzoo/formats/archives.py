@@ -294,6 +294,34 @@ def extract_archive(archive, dest, limits: ArchiveLimits | None = None) -> Path:
 
 
 
+class ExtractedReader:
+    """Base of the readers :func:`open_extracted` returns: the reader owns the folder its archive was extracted
+    into (``_cleanup``), removes it on ``close()`` (also as a context manager), and names files in errors as the
+    archive's members, since the folder is gone by the time the user reads the message."""
+
+    source: Path
+    _cleanup: Path | None = None
+
+    def _shown(self, path) -> str:
+        if self._cleanup is not None:
+            try:
+                return f"{self.source} (member {Path(path).relative_to(self._cleanup).as_posix()})"
+            except ValueError:
+                pass
+        return str(path)
+
+    def close(self):
+        if self._cleanup is not None:
+            shutil.rmtree(self._cleanup, ignore_errors=True)
+            self._cleanup = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def open_extracted(source: Path, open_folder, prefix: str, limits=None, workdir=None):
     """Extract the archive ``source`` into a fresh folder (under ``workdir``) and return
     ``open_folder(folder)``; a ConversionError names the archive's member, and the folder is removed

@@ -31,13 +31,13 @@ import io
 import os
 import pickle
 import re
-import shutil
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from kzoo.errors import ConversionError
+from kzoo.formats.archives import ExtractedReader
 
 # framework.proto VarType.Type -> numpy dtype (BF16 is read as uint16 and widened below).
 _DTYPES = {0: np.bool_, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float16, 5: np.float32, 6: np.float64,
@@ -272,7 +272,7 @@ def find_variable_folder(root) -> tuple[Path, list, list]:
 # ---------------------------------------------------------------------------------------------
 
 
-class PaddleParams:
+class PaddleParams(ExtractedReader):
     """Open Paddle parameters: ``shapes()``, ``dtypes()``, ``read(name)``, ``skipped``; a context manager
     whose ``close()`` removes the folder an archive was extracted into. The same interface as
     :class:`kzoo.formats.tf_checkpoint.Checkpoint`, so the converter reads either."""
@@ -351,24 +351,6 @@ class PaddleParams:
             return (value.astype(np.uint32) << 16).view(np.float32).reshape(dims)
         return value.astype(value.dtype.newbyteorder("="), copy=False).reshape(dims)
 
-    def _shown(self, path) -> str:
-        if self._cleanup is not None:
-            try:
-                return f"{self.source} (member {Path(path).relative_to(self._cleanup).as_posix()})"
-            except ValueError:
-                pass
-        return str(path)
-
-    def close(self):
-        if self._cleanup is not None:
-            shutil.rmtree(self._cleanup, ignore_errors=True)
-            self._cleanup = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def is_pdparams(path) -> bool:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from kzoo.errors import ConversionError
 # Archives live in their own module; their names stay importable from here.
 from kzoo.formats.archives import ArchiveLimits, archive_kind, extract_archive, open_extracted  # noqa: F401
+from kzoo.formats.archives import ExtractedReader
 
 # Last 8 bytes of every TF table file (V1 checkpoints and V2 ``.index`` files), little-endian.
 _TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
@@ -153,7 +153,7 @@ def find_checkpoint(folder, hint: str | None = None) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-class Checkpoint:
+class Checkpoint(ExtractedReader):
     """An open checkpoint: variable shapes and dtypes, and ``read(name) -> ndarray``.
 
     Use as a context manager; ``close()`` removes the folder an archive was extracted into.
@@ -205,16 +205,6 @@ class Checkpoint:
                 f"{data}: reading variable {name!r} failed ({type(exc).__name__}: {exc}); the data file "
                 f"is truncated or corrupt. Download the checkpoint again.") from exc
 
-    def _shown(self, path) -> str:
-        """How an error names ``path``: as itself, or as a member of the archive it was extracted from (the
-        extraction folder is gone by the time the user reads the message)."""
-        if self._cleanup is not None:
-            try:
-                return f"{self.source} (member {Path(path).relative_to(self._cleanup).as_posix()})"
-            except ValueError:
-                pass
-        return str(path)
-
     def _check_data_size(self):
         """A truncated V2 data file opens fine and fails only on read; catch it up front."""
         expected = 0
@@ -235,15 +225,7 @@ class Checkpoint:
 
     def close(self):
         self._reader = None
-        if self._cleanup is not None:
-            shutil.rmtree(self._cleanup, ignore_errors=True)
-            self._cleanup = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().close()
 
     def __del__(self):  # pragma: no cover - best effort
         try:
