@@ -52,3 +52,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("sweep"):
             item.add_marker(skip)
+
+
+# The Object Detection API replicas of tests/test_detection_two_stage.py (Faster R-CNN ResNet-50, R-FCN ResNet-101)
+# and their conversions: built once per run, shared by the detection and detection-training modules.
+@pytest.fixture(scope="session")
+def frcnn(tmp_path_factory):
+    from test_detection_two_stage import FasterRCNNCase
+
+    return FasterRCNNCase(tmp_path_factory.mktemp("frcnn_detector"))
+
+
+@pytest.fixture(scope="session")
+def frcnn_h5(frcnn):
+    from test_detection_two_stage import convert_frcnn
+
+    return convert_frcnn(frcnn)
+
+
+@pytest.fixture(scope="session")
+def rfcn(tmp_path_factory):
+    from test_detection_two_stage import FasterRCNNCase
+
+    return FasterRCNNCase(tmp_path_factory.mktemp("rfcn_detector"), depth=101, rfcn=True)
+
+
+@pytest.fixture(scope="session")
+def rfcn_h5(rfcn):
+    from test_detection_two_stage import _convert_rfcn
+
+    return _convert_rfcn(rfcn, rfcn.root)

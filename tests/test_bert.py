@@ -318,6 +318,32 @@ def test_config_of_any_size_and_bad_configs(tmp_path):
 
 # ----------------------------------------------------------------------------- fine-tuning from the preset
 
+def test_a_failed_preset_write_is_a_storage_error_and_keeps_the_old_preset(small, tmp_path, monkeypatch):
+    """The disk fills as the finished preset is renamed into place: a kzoo StorageError naming the folder, the
+    user's earlier preset back where it was, and no staging folder left."""
+    import errno
+    import os
+
+    from kzoo.convert import google_bert_preset
+    from kzoo.errors import StorageError
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "kzoo.json").write_text("the user's preset")
+    real_replace = os.replace
+
+    def no_room(src, dst):
+        if Path(dst) == output and Path(src).name == "preset":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(google_bert_preset.os, "replace", no_room)
+    with pytest.raises(StorageError, match=f"could not write to {tmp_path}"):
+        write_preset(small.archive, output, "bert_base_uncased", force=True)
+    assert (output / "kzoo.json").read_text() == "the user's preset"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_text_classifier_from_the_converted_preset_learns_a_task(small, tmp_path):
     """A BertTextClassifier from the converted preset learns which of two word groups a sentence is made of
     (w0-w19 vs w20-w39, random order and length): chance is 50 %, it must reach 90 % on held-out sentences."""

@@ -345,13 +345,11 @@ class FasterRCNNCase:
         return locations.reshape(2, count, 90, 4), scores.reshape(2, count, 91)
 
 
-@pytest.fixture(scope="module")
-def frcnn(tmp_path_factory):
-    return FasterRCNNCase(tmp_path_factory.mktemp("frcnn_detector"))
+# The frcnn, frcnn_h5, rfcn and rfcn_h5 fixtures live in conftest.py (session scope: tests/test_detection_training.py
+# uses the same replicas): they call FasterRCNNCase, convert_frcnn and _convert_rfcn.
 
 
-@pytest.fixture(scope="module")
-def frcnn_h5(frcnn):
+def convert_frcnn(frcnn):
     report = convert_checkpoint(frcnn.archive, "faster_rcnn_resnet50_coco", frcnn.root / "detector.h5",
                                 include_top=False)
     unused = set(report.unused.get("other", ()))
@@ -500,60 +498,13 @@ def test_one_proposal_and_its_box_land_where_they_belong():
     np.testing.assert_allclose(np.asarray(out["detection_boxes"][0, 1]), [0, 0, 1, 1], atol=1e-6)
 
 
-# The model block of tensorflow/models research/object_detection samples/configs/faster_rcnn_resnet101_coco.config
-# (commit 6ddfb3f98105f32d4154efddc01f930ab1017491); samples/configs/faster_rcnn_resnet101_pets.config, the UAI-Train
-# recipe's config, has the same block with num_classes 37.
-R101_SAMPLE_CONFIG = """model {
-  faster_rcnn {
-    num_classes: 90
-    image_resizer { keep_aspect_ratio_resizer { min_dimension: 600 max_dimension: 1024 } }
-    feature_extractor { type: 'faster_rcnn_resnet101' first_stage_features_stride: 16 }
-    first_stage_anchor_generator {
-      grid_anchor_generator {
-        scales: [0.25, 0.5, 1.0, 2.0]
-        aspect_ratios: [0.5, 1.0, 2.0]
-        height_stride: 16
-        width_stride: 16
-      }
-    }
-    first_stage_box_predictor_conv_hyperparams {
-      op: CONV
-      regularizer { l2_regularizer { weight: 0.0 } }
-      initializer { truncated_normal_initializer { stddev: 0.01 } }
-    }
-    first_stage_nms_score_threshold: 0.0
-    first_stage_nms_iou_threshold: 0.7
-    first_stage_max_proposals: 300
-    first_stage_localization_loss_weight: 2.0
-    first_stage_objectness_loss_weight: 1.0
-    initial_crop_size: 14
-    maxpool_kernel_size: 2
-    maxpool_stride: 2
-    second_stage_box_predictor {
-      mask_rcnn_box_predictor {
-        use_dropout: false
-        dropout_keep_probability: 1.0
-        fc_hyperparams {
-          op: FC
-          regularizer { l2_regularizer { weight: 0.0 } }
-          initializer { variance_scaling_initializer { factor: 1.0 uniform: true mode: FAN_AVG } }
-        }
-      }
-    }
-    second_stage_post_processing {
-      batch_non_max_suppression {
-        score_threshold: 0.0
-        iou_threshold: 0.6
-        max_detections_per_class: 100
-        max_total_detections: 300
-      }
-      score_converter: SOFTMAX
-    }
-    second_stage_localization_loss_weight: 2.0
-    second_stage_classification_loss_weight: 1.0
-  }
-}
-"""
+# tensorflow/models research/object_detection samples/configs/faster_rcnn_resnet101_coco.config (commit
+# 6ddfb3f98105f32d4154efddc01f930ab1017491): the ResNet-50 sample's model block with the feature extractor
+# 'faster_rcnn_resnet101' -- PIPELINE_CONFIG above, back at the sample's 300 proposals and 300 detections.
+# samples/configs/faster_rcnn_resnet101_pets.config, the UAI-Train recipe's, has the same block with 37 classes.
+R101_SAMPLE_CONFIG = PIPELINE_CONFIG.replace("faster_rcnn_resnet50", "faster_rcnn_resnet101").replace(
+    f"first_stage_max_proposals: {MAX_PROPOSALS}", "first_stage_max_proposals: 300").replace(
+    "max_total_detections: 40", "max_total_detections: 300")
 PETS_CONFIG = R101_SAMPLE_CONFIG.replace("num_classes: 90", "num_classes: 37")
 
 
@@ -611,18 +562,8 @@ def test_resnet101_detector_from_the_2017_archive(tmp_path, monkeypatch):
     assert raw.detection_settings == case.settings
     out = raw(case.pixels)
     base._assert_close(out["rpn_box_encodings"], case.rpn_codes, "R-101 RPN box encodings")
-    np.testing.assert_allclose(np.asarray(out["proposals"]), case.proposals, rtol=1e-5, atol=1e-5)
-    # The second stage on kzoo's proposals: with all 240 anchors kept, many proposals reach the image border,
-    # where tf.image.crop_and_resize is discontinuous (see test_at_the_configs_proposal_count).
-    proposals = np.asarray(out["proposals"])
-    refined, class_logits = case.heads_on(proposals)
-    base._assert_close(out["refined_box_encodings"], refined, "R-101 second-stage box encodings")
-    base._assert_close(out["class_logits"], class_logits, "R-101 second-stage class logits")
-    detections = od_detections(refined, class_logits, proposals, case.counts, case.size, case.settings)
-    keras.backend.clear_session()
-    detector = kzoo.create_model("faster_rcnn_resnet101_coco", weights="coco", input_shape=(*case.size, 3))
-    _assert_same_end_to_end(detector(case.pixels), detections, out["class_logits"], class_logits,
-                            out["refined_box_encodings"], refined)
+    _check_on_own_proposals(case, out, "R-101, all 240 anchors kept", lambda: kzoo.create_model(
+        "faster_rcnn_resnet101_coco", weights="coco", input_shape=(*case.size, 3)))
     keras.backend.clear_session()
     pets = kzoo.create_model("faster_rcnn_resnet101_coco", weights="coco", input_shape=(*case.size, 3),
                              pipeline_config=PETS_CONFIG, postprocess=False)
@@ -698,16 +639,6 @@ def test_detect_returns_boxes_in_the_original_images_pixels():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rfcn(tmp_path_factory):
-    return FasterRCNNCase(tmp_path_factory.mktemp("rfcn_detector"), depth=101, rfcn=True)
-
-
-@pytest.fixture(scope="module")
-def rfcn_h5(rfcn):
-    return _convert_rfcn(rfcn, rfcn.root)
-
-
 def test_rfcn_heads_proposals_and_detections_match_the_api(rfcn, rfcn_h5):
     """R-FCN ResNet-101 (the archive's depth, 580 + 6 head variables): RPN heads, proposals, the position-sensitive
     heads and the detections, as for Faster R-CNN."""
@@ -729,18 +660,23 @@ def test_at_the_configs_proposal_count(tmp_path, is_rfcn):
         return
     h5 = convert_checkpoint(case.archive, "faster_rcnn_resnet50_coco", tmp_path / "d.h5", include_top=False).output
     out = _detector(case, h5, postprocess=False)(case.pixels)
+    _check_on_own_proposals(case, out, "300 proposals", lambda: _detector(case, h5))
+
+
+def _check_on_own_proposals(case, out, what, whole_detector):
+    """The raw detector's ``out``: proposals equal to the API's; then the second stage and the whole detector's
+    detections against the replica's on the same (kzoo's) proposals: tf.image.crop_and_resize is discontinuous
+    at the map's edge (a proposal reaching the image border samples its last row at exactly H - 1, and one ulp
+    more extrapolates to 0), so proposals equal within 1e-7 can crop differently; the API has the same edge."""
     np.testing.assert_array_equal(np.asarray(out["num_proposals"]), case.counts)
     np.testing.assert_allclose(np.asarray(out["proposals"]), case.proposals, rtol=1e-5, atol=1e-5)
-    # The second stage on the same proposals: tf.image.crop_and_resize is discontinuous at the map's edge (a
-    # proposal reaching the image border samples its last row at exactly H - 1, and one ulp more extrapolates
-    # to 0), so proposals equal within 1e-7 can crop differently; the API has the same edge.
     proposals = np.asarray(out["proposals"])
     refined, class_logits = case.heads_on(proposals)
-    base._assert_close(out["refined_box_encodings"], refined, "second-stage box encodings (300 proposals)")
-    base._assert_close(out["class_logits"], class_logits, "second-stage class logits (300 proposals)")
+    base._assert_close(out["refined_box_encodings"], refined, f"second-stage box encodings ({what})")
+    base._assert_close(out["class_logits"], class_logits, f"second-stage class logits ({what})")
     detections = od_detections(refined, class_logits, proposals, case.counts, case.size, case.settings)
     keras.backend.clear_session()
-    _assert_same_end_to_end(_detector(case, h5)(case.pixels), detections, out["class_logits"], class_logits,
+    _assert_same_end_to_end(whole_detector()(case.pixels), detections, out["class_logits"], class_logits,
                             out["refined_box_encodings"], refined)
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from kzoo.convert.google_bert import CONFIG_FILE, VOCAB_FILE, assign_checkpoint, backbone_config
-from kzoo.errors import ConversionError
+from kzoo.errors import ConversionError, KzooError
 
 # Bump whenever the rules or the preset layout change: cached presets are keyed by it.
 PRESET_VERSION = "1"
@@ -105,11 +105,24 @@ def write_preset(src, output, model_name: str = "bert", *, do_lower_case: bool =
                  "note": "keras-hub's BertTokenizer here lowercases with NFKC case folding and its BertMaskedLM head "
                          "uses exact GELU; kzoo's tokenizer and masked-LM model match Google's exactly."}
         (preset / MARKER).write_text(json.dumps(facts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        old = None
+        old = staging / "old"
         if output.exists():
-            old = staging / "old"
             os.replace(output, old)
-        os.replace(preset, output)
+        try:
+            os.replace(preset, output)
+        except OSError:
+            if old.exists():  # put the user's preset back before the staging folder goes
+                os.replace(old, output)
+            raise
+    except OSError as exc:
+        if isinstance(exc, KzooError):
+            raise
+        from kzoo.sources.storage import storage_error
+
+        raise storage_error(f"{src}: writing the keras-hub preset {output}", output.parent, exc,
+                            kept=f"Nothing was written at {output}" + (" (the old preset is unchanged)."
+                                                                       if output.exists() else "."),
+                            elsewhere="pass another -o folder") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     facts["summary"] = conversion.summary()

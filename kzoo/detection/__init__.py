@@ -11,7 +11,8 @@
   weights="coco")``, ``create_model("rfcn_resnet101_coco", weights="coco")``
   (``kzoo.architectures.detection_faster_rcnn``; grid anchors, proposals, second-stage decoding and NMS in
   :mod:`.two_stage`). ``num_classes=`` on all three detectors re-initialises only the class-dependent heads and
-  reports it (``model.weights_report``); second-stage targets and loss for fine-tuning in :mod:`.training`.
+  reports it (``model.weights_report``); fine-tuning pieces in :mod:`.training` (RPN and second-stage targets and
+  losses, the frozen parts of a detector as models) and :mod:`.sampler` (the API's balanced minibatch sampler).
 - Second-stage crops (:mod:`.crops`): ``crop_and_resize`` and R-FCN's position-sensitive crop.
 - Faster R-CNN ResNet-101 from ``faster_rcnn_resnet101_coco_11_06_2017`` (seed of the UAI-Train recipe):
   ``create_model("faster_rcnn_resnet101_coco", weights="coco")``; with the recipe's pets config
