@@ -60,6 +60,8 @@ def _graph_params():
         size = SMALLEST.get(name, 32)
         for include_top, pooling in ((False, "avg"), (True, None)):
             marks = [pytest.mark.slow] if name in HEAVY else []
+            if name in HEAVY and include_top:  # the head on a deeper trunk: the lighter builders' heads prove it
+                marks.append(pytest.mark.sweep)
             yield pytest.param(name, size, include_top, pooling, marks=marks,
                                id=f"{name}-{'top' if include_top else 'notop'}")
 

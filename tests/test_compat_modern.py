@@ -76,16 +76,15 @@ def fresh_names(monkeypatch):
 # ---------------------------------------------------------------------------------------------- numerics
 
 NUMERIC_FAST = [("EfficientNetB0", False), ("EfficientNetV2B0", True), ("ConvNeXtTiny", True), ("NASNetMobile", True)]
-# Odd widths/rounding (B3), depth rounding (V2B1).
-NUMERIC_SLOW = [("EfficientNetB3", False), ("EfficientNetV2B1", False)]
-# With KZOO_FULL_SWEEP=1 only (all passed in the full run of 2026-11-22): the same blocks at larger
-# scale (V2S: the blocks of V2B0/B1), ConvNeXtTiny without its head (a subset of the top case), and
-# NASNet-A Large's skip_reduction wiring (its layout is compared in every run).
-NUMERIC_SWEEP = [("EfficientNetV2S", False), ("ConvNeXtTiny", False), ("NASNetLarge", False)]
+# With KZOO_FULL_SWEEP=1 only (all passed in the full run of 2026-11-22): odd widths/rounding (B3) and depth
+# rounding (V2B1), whose layouts -- where rounding shows -- are compared in every run; the same blocks at larger
+# scale (V2S: the blocks of V2B0/B1), ConvNeXtTiny without its head (a subset of the top case), and NASNet-A
+# Large's skip_reduction wiring (its layout is compared in every run).
+NUMERIC_SWEEP = [("EfficientNetB3", False), ("EfficientNetV2B1", False), ("EfficientNetV2S", False),
+                 ("ConvNeXtTiny", False), ("NASNetLarge", False)]
 
 
 @pytest.mark.parametrize("name,include_top", NUMERIC_FAST
-                         + [pytest.param(*case, marks=pytest.mark.slow) for case in NUMERIC_SLOW]
                          + [pytest.param(*case, marks=pytest.mark.sweep) for case in NUMERIC_SWEEP])
 def test_weights_compatible_both_ways(fresh_names, name, include_top):
     errors = check_compat(name, include_top, SIZE, batch=2)
@@ -123,8 +122,9 @@ def test_layout_matches_keras(name, include_top):
     actual = _layout(ours)
     assert actual[0] == expected[0], "layer names differ"
     assert actual[1] == expected[1], "weighted layers, weight names or shapes differ"
-    assert kzoo.create_model(name.lower(), weights=None, include_top=include_top,
-                             input_shape=SIZE).count_params() == ours.count_params()
+    if name not in HEAVY:  # the one door builds the same model (a third build: the light ones show it)
+        assert kzoo.create_model(name.lower(), weights=None, include_top=include_top,
+                                 input_shape=SIZE).count_params() == ours.count_params()
 
 
 @pytest.mark.parametrize("name,pooling", [("EfficientNetB0", "max"), ("EfficientNetV2B0", "avg"),

@@ -237,7 +237,8 @@ def build_slim_net(root: Path, name: str, batch: int = 2, seed: int = 0) -> Slim
             randomise_graph_variables(session, rng)
             expected = session.run(logits, {images: inputs})
             saver("V1").save(session, str(v1), write_meta_graph=False)
-            saver("V2").save(session, str(v2), write_meta_graph=False)
+            if name not in BGR_INPUT:  # VGG is shipped, and converted here, as a V1 archive only (see FORMS)
+                saver("V2").save(session, str(v2), write_meta_graph=False)
     # The TI-ONE-style archive: both checkpoints, V2's "checkpoint" state file picks one. VGG's
     # archive holds its V1 file only (as TI-ONE ships VGG), to keep the test's disk use down.
     members = {f"{name}/{v1.name}": v1}
@@ -309,9 +310,14 @@ def _assert_same_files(a, b):
 
 SLIM_SHIPPED = ["resnet_v2_50", "inception_v3",
                 pytest.param("vgg_16", marks=pytest.mark.slow), pytest.param("vgg_19", marks=pytest.mark.sweep),
-                pytest.param("resnet_v2_101", marks=pytest.mark.slow),
-                pytest.param("resnet_v2_152", marks=pytest.mark.sweep)]  # sweep: same rules as 16 / 101
+                pytest.param("resnet_v2_101", marks=pytest.mark.sweep),
+                pytest.param("resnet_v2_152", marks=pytest.mark.sweep)]  # sweep: same rules as 16 / 50
 REFERENCE_ONLY = ["mobilenet_v2", "mobilenet_v2_140", "nasnet_mobile"]
+# Every checkpoint form (V1, V2 and the TI-ONE archive) converts to the same file: proven on the shipped ResNet and
+# Inception (one reader serves every net); VGG converts the form TI-ONE ships it in (a V1-only archive), the other
+# nets their V2 checkpoint.
+FORMS = {"resnet_v2_50": ("V1", "V2", "archive"), "inception_v3": ("V1", "V2", "archive"), "vgg_16": ("archive",),
+         "vgg_19": ("archive",)}
 
 
 @pytest.mark.parametrize("name", SLIM_SHIPPED + REFERENCE_ONLY)
@@ -323,17 +329,19 @@ def test_converted_logits_match_slim(name, slim_nets, tmp_path):
     keras.backend.clear_session()
     convert._plan.cache_clear()
     outputs = {}
-    for kind, src in (("V1", net.v1), ("V2", net.v2), ("archive", net.archive)):
-        report = convert_checkpoint(src, name, tmp_path / f"{kind}.h5")
+    sources = {"V1": net.v1, "V2": net.v2, "archive": net.archive}
+    for kind in FORMS.get(name, ("V2",)):
+        report = convert_checkpoint(sources[kind], name, tmp_path / f"{kind}.h5")
         outputs[kind] = report.output
         archived = "V1" if name in BGR_INPUT else "V2"
         assert report.checkpoint_format == {"V1": "V1", "V2": "V2", "archive": archived}[kind]
         assert report.output.stat().st_size == report.bytes_written > 0
-    _assert_same_files(outputs["V1"], outputs["V2"])
-    _assert_same_files(outputs["V1"], outputs["archive"])
+    first, *others = outputs.values()
+    for other in others:
+        _assert_same_files(first, other)
 
     expected = net.logits[:, 1:] if net.logits.shape[1] == 1001 else net.logits
-    model, actual = _kzoo_logits(name, outputs["V2"], net.inputs)
+    model, actual = _kzoo_logits(name, first, net.inputs)
     assert report.classes == 1000 and report.background_dropped == (net.logits.shape[1] == 1001)
     _assert_logits_match(actual, expected)
     assert np.argmax(actual, 1).tolist() == np.argmax(expected, 1).tolist()
@@ -342,7 +350,7 @@ def test_converted_logits_match_slim(name, slim_nets, tmp_path):
     loaded = [np.asarray(w) for w in model.weights]
     for w in model.weights:
         w.assign(np.zeros(w.shape, w.dtype))
-    keras.Model.load_weights(model, str(outputs["V2"]))
+    keras.Model.load_weights(model, str(first))
     for before, w in zip(loaded, model.weights):
         np.testing.assert_array_equal(before, np.asarray(w))
 
