@@ -199,9 +199,16 @@ def test_block4_must_come_from_the_second_stage(frcnn50, tmp_path, monkeypatch):
 
 
 def test_prefix_strip_is_needed(frcnn50, tmp_path):
-    """The classification rules (no stage prefix) do not recognise a detection checkpoint."""
-    with pytest.raises(ConversionError, match=r"not a resnet_v1_50 checkpoint.*--model faster_rcnn_resnet50_coco"):
+    """The classification rules (no stage prefix) do not recognise a detection checkpoint, and the advice names
+    the right detector: Faster R-CNN ResNet-50 and -101 share their head, and block4's depth tells them apart."""
+    with pytest.raises(ConversionError, match=r"not a resnet_v1_50 checkpoint.*--model faster_rcnn_resnet50_coco"
+                       ) as raised:
         convert_checkpoint(frcnn50.archive, "resnet_v1_50", tmp_path / "x.h5", include_top=False)
+    assert "resnet101" not in str(raised.value)
+    with pytest.raises(ConversionError, match=r"not a faster_rcnn_resnet101_coco checkpoint \(its variable "
+                                              r"'SecondStageFeatureExtractor/resnet_v1_101/block4/.*--model "
+                                              r"faster_rcnn_resnet50_coco\."):
+        convert_checkpoint(frcnn50.archive, "faster_rcnn_resnet101_coco", tmp_path / "x.h5", include_top=False)
     assert not (tmp_path / "x.h5").exists()
 
 

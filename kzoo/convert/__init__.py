@@ -90,7 +90,8 @@ def _family(model_name: str, rules: str | None = None):
 def _guess_models(shapes) -> list[str]:
     """Models whose head variable this checkpoint has (for 'wrong architecture' messages)."""
     _load_families()
-    return sorted(name for name, fam in FAMILIES.items() if ":" not in name and fam.head_variable(name) in shapes)
+    return sorted(name for name, fam in FAMILIES.items()
+                  if ":" not in name and fam.head and not fam.missing(name, shapes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,13 +256,15 @@ def convert_checkpoint(src, model: str, output=None, keep_background: bool = Fal
     with opened as ckpt:
         shapes = ckpt.shapes()
         head = family.head_variable(model_name)
-        if head is not None and head not in shapes:
+        missing = family.missing(model_name, shapes)
+        if missing:
             guesses = [g for g in _guess_models(shapes) if g != model_name]
             scopes = sorted({name.split("/")[0] for name in shapes})[:8]
             advice = (f"It looks like a checkpoint for {', '.join(guesses)}: convert it with --model {guesses[0]}."
                       if guesses else f"Its top-level scopes are {scopes}.")
+            what = "head variable" if missing[0] == head else "variable"
             raise ConversionError(
-                f"{ckpt.path}: this is not a {model_name} checkpoint (its head variable {head!r} is "
+                f"{ckpt.path}: this is not a {model_name} checkpoint (its {what} {missing[0]!r} is "
                 f"missing). {advice}")
         checkpoint_classes = shapes[head][-1] if head else None
         drop = checkpoint_classes == 1001 and not keep_background

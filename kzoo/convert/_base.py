@@ -104,15 +104,22 @@ class Family:
     rules: RuleFunction
     head: str | None
     needs_variables: bool = False
+    requires: tuple = ()  # other variables that tell this model from its siblings (e.g. the backbone's depth)
 
     def head_variable(self, model_name: str) -> str | None:
         return self.head.format(model=model_name) if self.head else None
+
+    def missing(self, model_name: str, shapes) -> list:
+        """The identifying variables (head first, then ``requires``) that a checkpoint's ``shapes`` lack."""
+        names = ([self.head_variable(model_name)] if self.head else []) + [r.format(model=model_name)
+                                                                             for r in self.requires]
+        return [name for name in names if name not in shapes]
 
 
 FAMILIES: dict[str, Family] = {}  # kzoo model name (or "<rule set>:<model name>", e.g. od_resnet_v1) -> Family
 
 
-def register_family(*model_names: str, head: str | None = None, needs_variables: bool = False):
+def register_family(*model_names: str, head: str | None = None, needs_variables: bool = False, requires=()):
     """Decorator: register ``rules(model, ctx)`` as the converter for ``model_names``.
 
     ``needs_variables=True`` when the rules depend on which variables the checkpoint holds
@@ -123,7 +130,7 @@ def register_family(*model_names: str, head: str | None = None, needs_variables:
 
     def decorate(function: RuleFunction) -> RuleFunction:
         family = Family(function.__module__.rsplit(".", 1)[-1], tuple(model_names), function, head,
-                        needs_variables)
+                        needs_variables, tuple(requires))
         for model_name in model_names:
             previous = FAMILIES.get(model_name)
             if previous is not None and previous.rules is not function:

@@ -77,6 +77,8 @@ for _depth in (50, 101):
 # The "head" identifies the second stage's box predictor: MaskRCNNBoxPredictor's or RfcnBoxPredictor's.
 DETECTOR_HEADS = {"faster_rcnn": "SecondStageBoxPredictor/ClassPredictor/weights",
                   "rfcn": "SecondStageBoxPredictor/class_predictions/weights"}
-for _detector in DETECTORS:
-    _head = DETECTOR_HEADS[_detector.split("_resnet")[0]]
-    register_family(_detector, f"{RULES}:{_detector}", head=_head)(od_detector_rules)
+for _detector, _backbone in DETECTORS.items():
+    # Faster R-CNN ResNet-50 and -101 share the head: the second stage's block4 tells the depth.
+    register_family(_detector, f"{RULES}:{_detector}", head=DETECTOR_HEADS[_detector.split("_resnet")[0]],
+                    requires=[f"{SECOND_STAGE}/{_backbone}/block4/unit_1/bottleneck_v1/conv1/weights"]
+                    )(od_detector_rules)
