@@ -53,8 +53,8 @@ FAST = {("ResNet50", False), ("ResNet50V2", False), ("VGG16", False), ("VGG16", 
 #   keras.applications layer by layer in tests/test_builders_api.py): ResNet101/152, ResNet101V2/152V2,
 #   DenseNet169/201, VGG19;
 # - the pooling + Dense heads after ResNet50's (the same two layers on another trunk): ResNet50V2, Xception,
-#   InceptionV3, InceptionResNetV2, DenseNet121, MobileNetV2 and MobileNetV3Large, and the alpha variants' heads
-#   (their trunks run without the head).
+#   InceptionV3, InceptionResNetV2, DenseNet121, MobileNetV2 and MobileNetV3Large, and the heads of the alpha and
+#   minimalistic variants (their trunks run without the head; the plain variant proves the head).
 DEEP = {"ResNet101", "ResNet152", "ResNet101V2", "ResNet152V2", "DenseNet169", "DenseNet201", "VGG19"}
 PLAIN_HEADS = {"ResNet50V2", "Xception", "InceptionV3", "InceptionResNetV2", "DenseNet121", "MobileNetV2",
                "MobileNetV3Large"}
@@ -98,7 +98,7 @@ def _params():
             fast = (name, include_top) in FAST and (name, include_top) not in seen
             seen.add((name, include_top))
             marks = [] if fast else [pytest.mark.slow]
-            if name in DEEP or (include_top and name in PLAIN_HEADS):
+            if name in DEEP or (include_top and (name in PLAIN_HEADS or kwargs)):
                 marks.append(pytest.mark.sweep)
             tag = "-".join(f"{k}={v}" for k, v in kwargs.items())
             case_id = f"{name}-{'top' if include_top else 'notop'}" + (f"-{tag}" if tag else "")

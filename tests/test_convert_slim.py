@@ -313,11 +313,10 @@ SLIM_SHIPPED = ["resnet_v2_50", "inception_v3",
                 pytest.param("resnet_v2_101", marks=pytest.mark.sweep),
                 pytest.param("resnet_v2_152", marks=pytest.mark.sweep)]  # sweep: same rules as 16 / 50
 REFERENCE_ONLY = ["mobilenet_v2", "mobilenet_v2_140", "nasnet_mobile"]
-# Every checkpoint form (V1, V2 and the TI-ONE archive) converts to the same file: proven on the shipped ResNet and
-# Inception (one reader serves every net); VGG converts the form TI-ONE ships it in (a V1-only archive), the other
+# Every checkpoint form (V1, V2 and the TI-ONE archive) converts to the same file: proven on the shipped ResNet (one
+# reader serves every net); VGG converts the form TI-ONE ships it in (a V1-only archive), the other
 # nets their V2 checkpoint.
-FORMS = {"resnet_v2_50": ("V1", "V2", "archive"), "inception_v3": ("V1", "V2", "archive"), "vgg_16": ("archive",),
-         "vgg_19": ("archive",)}
+FORMS = {"resnet_v2_50": ("V1", "V2", "archive"), "vgg_16": ("archive",), "vgg_19": ("archive",)}
 
 
 @pytest.mark.parametrize("name", SLIM_SHIPPED + REFERENCE_ONLY)
