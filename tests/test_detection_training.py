@@ -207,22 +207,6 @@ RPN_CONFIG = two.PIPELINE_CONFIG.replace("height_stride: 16",
                                          "height: 64\n        width: 64\n        height_stride: 16", 1)
 
 
-def _squares(rng, count, size, sides, colours):
-    """Noise images (``size`` px) each with one square of a side in ``sides`` (fraction of the image) and a colour
-    from ``colours`` taken in turn; and the squares' normalised boxes."""
-    images, boxes = [], []
-    for i in range(count):
-        image = rng.uniform(90, 160, (size, size, 3))
-        side = rng.uniform(*sides)
-        y, x = rng.uniform(0, 1 - side, 2)
-        box = np.array([y, x, y + side, x + side])
-        y0, x0, y1, x1 = (box * size).round().astype(int)
-        image[y0:y1, x0:x1] = colours[i % len(colours)]
-        images.append(image.astype("float32"))
-        boxes.append(box)
-    return np.stack(images), np.stack(boxes)
-
-
 def _top_proposal_iou(detector, images, boxes):
     out = detector(images)
     assert int(np.asarray(out["num_proposals"]).min()) >= 1
@@ -240,7 +224,7 @@ def _train_rpn(h5, clip_anchors_to_image):
     detector = kzoo.create_model("faster_rcnn_resnet50_coco", weights=str(h5), input_shape=(size, size, 3),
                                  pipeline_config=RPN_CONFIG, postprocess=False)
     assert detector.detection_settings["anchors"]["base_anchor_size"] == [64.0, 64.0]
-    images, boxes = _squares(np.random.default_rng(1), 16, size, (0.3, 0.5),
+    images, boxes = two.squares(np.random.default_rng(1), 16, (size, size), (0.3, 0.5),
                              [(230, 30, 30), (30, 30, 230), (30, 200, 30)])
     (train, train_boxes), (held_out, held_out_boxes) = (images[:12], boxes[:12]), (images[12:], boxes[12:])
     first_stage, heads = rpn_inputs(detector)
@@ -319,7 +303,7 @@ def test_fine_tune_rfcn_box_classifier_to_two_classes(rfcn, rfcn_h5):
     detector = kzoo.create_model("rfcn_resnet101_coco", weights=str(rfcn_h5), input_shape=(size, size, 3),
                                  pipeline_config=config, postprocess=False, num_classes=2)
     rng = np.random.default_rng(3)
-    images, boxes = _squares(rng, 2, size, (0.45, 0.55), [(230, 30, 30), (30, 30, 230)])
+    images, boxes = two.squares(rng, 2, (size, size), (0.45, 0.55), [(230, 30, 30), (30, 30, 230)])
     raw = detector(images)
     features = rfcn_box_classifier_inputs(detector)(images)  # frozen: computed once
     sampling = np.random.default_rng(4)

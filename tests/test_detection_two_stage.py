@@ -812,6 +812,23 @@ def test_new_class_count_keeps_all_but_the_class_dependent_heads(kind, request):
         assert tuple(out["class_logits"].shape[2:]) == (3,) and tuple(out["refined_box_encodings"].shape[2:]) == (2, 4)
 
 
+def squares(rng, count, shape, sides, colours):
+    """``count`` noise images of ``shape`` (height, width), each with one square-ish box of a side in ``sides``
+    (a fraction of each dimension) filled with a colour from ``colours`` taken in turn; and the boxes, normalised."""
+    height, width = shape
+    images, boxes = [], []
+    for i in range(count):
+        image = rng.uniform(90, 160, (height, width, 3))
+        side = rng.uniform(*sides)
+        y, x = rng.uniform(0, 1 - side, 2)
+        box = np.array([y, x, y + side, x + side])
+        y0, x0, y1, x1 = (box * [height, width, height, width]).round().astype(int)
+        image[y0:y1, x0:x1] = colours[i % len(colours)]
+        images.append(image.astype("float32"))
+        boxes.append(box)
+    return np.stack(images), np.stack(boxes)
+
+
 def test_fine_tune_box_classifier_to_two_classes(frcnn, frcnn_h5):
     """Seed 003's recipe in miniature: the detector rebuilt for 2 classes (a red square, a blue square), the
     backbone, RPN and block4 frozen, the new box classifier trained on two images whose squares differ in colour
@@ -827,17 +844,7 @@ def test_fine_tune_box_classifier_to_two_classes(frcnn, frcnn_h5):
     height, width = frcnn.size
     detector = _detector(frcnn, frcnn_h5, postprocess=False, num_classes=2)
     rng = np.random.default_rng(3)
-    images, boxes = [], []
-    for label, colour in ((1, (230, 30, 30)), (2, (30, 30, 230))):
-        image = rng.uniform(90, 160, (height, width, 3))
-        side = rng.uniform(0.45, 0.55)
-        y, x = rng.uniform(0, 1 - side, 2)
-        box = np.array([y, x, y + side, x + side])
-        y0, x0, y1, x1 = (box * [height, width, height, width]).round().astype(int)
-        image[y0:y1, x0:x1] = colour
-        images.append(image.astype("float32"))
-        boxes.append(box)
-    images = np.stack(images)
+    images, boxes = squares(rng, 2, (height, width), (0.45, 0.55), [(230, 30, 30), (30, 30, 230)])  # classes 1, 2
     raw = detector(images)
     first_stage, pooled = box_classifier_inputs(detector)
     block3 = first_stage(images)
